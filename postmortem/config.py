@@ -1,0 +1,150 @@
+"""Report options: one frozen object built from flags and RUN/postmortem.toml (flags win)."""
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+__all__ = ["ReportConfig", "OUTPUT_KINDS", "CONFIG_FILE_NAME", "read_config_file", "build_config"]
+
+OUTPUT_KINDS = ("auto", "logits", "log_probs", "probs")
+CONFIG_FILE_NAME = "postmortem.toml"
+# Options whose values name files: relative paths in postmortem.toml are relative to RUN.
+PATH_OPTIONS = ("checkpoints", "model", "data", "forward", "predictions", "out", "train_log")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Everything one `postmortem report` needs to know; see the README's option table."""
+
+    run: Path
+    checkpoints: str | None = None
+    model: str | None = None
+    data: str | None = None
+    forward: str | None = None
+    predictions: str | None = None
+    outputs: str = "auto"
+    class_names: tuple[str, ...] | None = None
+    class_weights: tuple[float, ...] | None = None
+    ignore_index: int = -100
+    out: Path | None = None
+    no_pdf: bool = False
+    quiet: bool = False
+    device: str = "cpu"
+    batch_size: int = 512
+    trust_checkpoints: bool = False
+    title: str | None = None
+    train_log: str | None = None
+    redact: bool = False
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out if self.out is not None else self.run / "postmortem-report"
+
+    @property
+    def run_name(self) -> str:
+        return self.title or self.run.resolve().name
+
+
+OPTION_NAMES = tuple(f.name for f in fields(ReportConfig) if f.name != "run")
+
+
+def _normalise_key(key: str) -> str:
+    return key.strip().replace("-", "_")
+
+
+def read_config_file(run: Path) -> dict[str, Any]:
+    """Options from RUN/postmortem.toml ({} when absent), keys normalised, paths made relative to RUN."""
+    path = run / CONFIG_FILE_NAME
+    if not path.is_file():
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable TOML file ({exc})") from exc
+    options: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = _normalise_key(key)
+        if name not in OPTION_NAMES:
+            close = difflib.get_close_matches(name, OPTION_NAMES, n=1)
+            hint = f"; did you mean '{close[0].replace('_', '-')}'?" if close else ""
+            raise ConfigError(f"{path}: unknown option '{key}'{hint}")
+        if name in PATH_OPTIONS and isinstance(value, str) and value:
+            value = _relative_to(run, value)
+        options[name] = value
+    return options
+
+
+def _relative_to(run: Path, value: str) -> str:
+    """A path or FILE.py:FUNC from postmortem.toml, anchored at RUN; package.module:FUNC is left alone."""
+    if ":" in value and ".py:" not in value:
+        return value
+    file_part, sep, func = value.partition(".py:")
+    file_part = file_part + ".py" if sep else file_part
+    anchored = file_part if Path(file_part).is_absolute() else str(run / file_part)
+    return f"{anchored}:{func}" if sep else anchored
+
+
+def _as_list(name: str, value: Any, convert) -> tuple | None:
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(f"option '{name}': expected a comma-separated list, got {value!r}")
+    try:
+        result = tuple(convert(item.strip() if isinstance(item, str) else item) for item in items)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"option '{name}': cannot read {value!r} ({exc})") from exc
+    if not result or (convert is str and any(not item for item in result)):
+        raise ConfigError(f"option '{name}': expected a non-empty comma-separated list, got {value!r}")
+    return result
+
+
+def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str, Any]) -> ReportConfig:
+    """Merge postmortem.toml options with flags (flags win) and check every value once."""
+    merged = {**file_options, **{k: v for k, v in flag_options.items() if v is not None}}
+    outputs = str(merged.get("outputs", "auto"))
+    if outputs not in OUTPUT_KINDS:
+        raise ConfigError(f"option 'outputs': expected one of {', '.join(OUTPUT_KINDS)}, got {outputs!r}")
+    weights = _as_list("class-weights", merged.get("class_weights"), float)
+    if weights is not None and any(not (w >= 0) or w == float("inf") for w in weights):
+        raise ConfigError(f"option 'class-weights': weights must be finite and >= 0, got {list(weights)}")
+    names = _as_list("class-names", merged.get("class_names"), str)
+    if names is not None and len(set(names)) != len(names):
+        raise ConfigError(f"option 'class-names': names must be unique, got {list(names)}")
+    if names is not None and weights is not None and len(names) != len(weights):
+        raise ConfigError(f"options 'class-names' and 'class-weights' disagree: {len(names)} names, {len(weights)} weights")
+    try:
+        ignore_index = int(merged.get("ignore_index", -100))
+        batch_size = int(merged.get("batch_size", 512))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"option 'ignore-index' or 'batch-size' is not an integer ({exc})") from exc
+    if batch_size < 1:
+        raise ConfigError(f"option 'batch-size': expected a positive integer, got {batch_size}")
+    out = merged.get("out")
+    strings = {k: (str(merged[k]) if merged.get(k) not in (None, "") else None)
+               for k in ("checkpoints", "model", "data", "forward", "predictions", "title", "train_log")}
+    return ReportConfig(
+        run=run,
+        outputs=outputs,
+        class_names=names,
+        class_weights=weights,
+        ignore_index=ignore_index,
+        out=Path(out) if out else None,
+        no_pdf=bool(merged.get("no_pdf", False)),
+        quiet=bool(merged.get("quiet", False)),
+        device=str(merged.get("device", "cpu")),
+        batch_size=batch_size,
+        trust_checkpoints=bool(merged.get("trust_checkpoints", False)),
+        redact=bool(merged.get("redact", False)),
+        **strings,
+    )

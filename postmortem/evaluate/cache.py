@@ -1,0 +1,83 @@
+"""Evaluation cache: one .npz per checkpoint under OUT/cache, keyed by checkpoint content and settings."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CacheError
+from .records import ITEM_SCALARS, EpochRecords, ItemTable
+
+__all__ = ["CachedEpoch", "EvaluationCache", "CACHE_FORMAT"]
+
+CACHE_FORMAT = 1   # bump when EpochRecords change meaning, so old entries are recomputed
+
+
+@dataclass(frozen=True)
+class CachedEpoch:
+    """What a checkpoint's evaluation leaves behind: its items, records and metadata."""
+
+    items: ItemTable
+    records: EpochRecords
+    metadata: dict[str, Any]
+
+
+class EvaluationCache:
+    """Reads and writes cached evaluations; a corrupt entry reads as a miss and is rewritten."""
+
+    def __init__(self, directory: Path, settings_key: str):
+        self.directory = directory
+        self.settings_key = settings_key
+
+    def path_for(self, content_sha256: str) -> Path:
+        return self.directory / f"{content_sha256[:32]}-{self.settings_key[:16]}.npz"
+
+    def load(self, content_sha256: str) -> CachedEpoch | None:
+        path = self.path_for(content_sha256)
+        if not path.is_file():
+            return None
+        try:
+            return self._read(path)
+        except CacheError:
+            return None
+
+    @staticmethod
+    def _read(path: Path) -> CachedEpoch:
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                meta = json.loads(bytes(archive["meta"]).decode())
+                if meta.get("format") != CACHE_FORMAT:
+                    raise CacheError(f"{path}: cache format {meta.get('format')} is not {CACHE_FORMAT}")
+                records = EpochRecords(n_classes=int(meta["n_classes"]), temperature=float(meta["temperature"]),
+                                       scaled_loss=float(meta["scaled_loss"]),
+                                       **{name: archive[name] for name in ITEM_SCALARS})
+                items = ItemTable(labels=archive["labels"], ids=archive["ids"], groups=archive["groups"])
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
+            raise CacheError(f"{path}: unreadable cache entry ({exc})") from exc
+        lengths = {len(items.labels), *(len(getattr(records, name)) for name in ITEM_SCALARS)}
+        if len(lengths) != 1:
+            raise CacheError(f"{path}: arrays of different lengths")
+        return CachedEpoch(items, records, meta["metadata"])
+
+    def store(self, content_sha256: str, entry: CachedEpoch) -> None:
+        """Write atomically: a temporary file in the same folder, then a rename."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        meta = {"format": CACHE_FORMAT, "n_classes": entry.records.n_classes,
+                "temperature": entry.records.temperature, "scaled_loss": entry.records.scaled_loss,
+                "metadata": entry.metadata}
+        handle, tmp_name = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                         labels=entry.items.labels, ids=entry.items.ids.astype(str), groups=entry.items.groups,
+                         **entry.records.arrays())
+            os.replace(tmp_name, self.path_for(content_sha256))
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise

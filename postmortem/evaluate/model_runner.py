@@ -1,0 +1,113 @@
+"""Run one checkpoint over the validation batches (torch lives here and in load/ only)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import CheckpointError, DataError
+from ..load.checkpoints import CheckpointFile, LoadedCheckpoint, fit_state_dict
+from ..load.data import batch_fields
+from ..load.spec import UserCallable
+from .records import OutputsAccumulator, detect_output_kind
+
+__all__ = ["to_device", "prepare_model", "run_checkpoint"]
+
+
+def to_device(value: Any, device: str) -> Any:
+    """Move every tensor inside a batch (dicts, lists, tuples) to a device, once."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(v, device) for v in value)
+    return value
+
+
+def prepare_model(loaded: LoadedCheckpoint, checkpoint: CheckpointFile,
+                  build_model: UserCallable | None, device: str) -> Any:
+    """An eval-mode module holding the checkpoint's weights: TorchScript as is, else build_model() + strict load."""
+    import torch
+
+    if loaded.scripted is not None:
+        return loaded.scripted.to(device).eval()
+    if build_model is None:
+        raise CheckpointError(f"{checkpoint.path}: holds a state_dict, so postmortem needs the model: pass "
+                              "--model FILE.py:FUNC or define build_model() in postmortem_spec.py")
+    model = build_model()
+    if not isinstance(model, torch.nn.Module):
+        raise CheckpointError(f"{build_model.reference}: returned a {type(model).__name__}, not a torch.nn.Module")
+    state = fit_state_dict(loaded.state_dict, model.state_dict(), checkpoint.weights)
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def _model_outputs(output: Any) -> Any:
+    """The class scores inside what a model returns: a tensor, .logits (Hugging Face), or a tuple's first."""
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, dict) and "logits" in output:
+        return output["logits"]
+    if isinstance(output, (list, tuple)):
+        return output[0]
+    return output
+
+
+def _default_forward(model: Any, batch: Any) -> tuple[Any, Any, Any]:
+    inputs, labels, mask, _, _ = batch_fields(batch)
+    if isinstance(inputs, dict):
+        output = model(**inputs)
+    elif isinstance(inputs, (list, tuple)):
+        output = model(*inputs)
+    else:
+        output = model(inputs)
+    return _model_outputs(output), labels, mask
+
+
+def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None, output_kind: str,
+                   accumulator: OutputsAccumulator) -> str:
+    """Forward every batch in eval mode under inference_mode; returns the output kind used (auto resolved)."""
+    import torch
+
+    call: Callable[[Any, Any], Any] = forward if forward is not None else _default_forward
+    resolved = output_kind
+    with torch.inference_mode():
+        for batch in batches:
+            result = call(model, batch)
+            if not isinstance(result, (tuple, list)) or len(result) not in (2, 3):
+                raise DataError(f"{getattr(forward, 'reference', 'forward')}: must return (outputs, labels) or "
+                                f"(outputs, labels, mask), got {type(result).__name__}")
+            outputs, labels, mask = (*result, None)[:3]
+            outputs = torch.as_tensor(_model_outputs(outputs))
+            if outputs.ndim < 2:
+                raise DataError(f"{accumulator.source}: model outputs of shape {tuple(outputs.shape)}; "
+                                "expected (B, C) or (B, T, C) class scores")
+            if resolved == "auto":
+                resolved = detect_output_kind(outputs[:64].detach().double().cpu().numpy())
+            scores = outputs.double()
+            if resolved == "probs":
+                scores = scores.log()
+            # NaN or +inf anywhere, or a row of only -inf, has no probabilities; -inf alone is a probability of 0.
+            nonfinite = scores.isnan().any(dim=-1) | scores.isposinf().any(dim=-1) | scores.isneginf().all(dim=-1)
+            log_probs = torch.log_softmax(scores, dim=-1)
+            ids = batch.get("ids") if isinstance(batch, dict) else None
+            groups = batch.get("groups") if isinstance(batch, dict) else None
+            accumulator.add(log_probs.cpu().numpy(), _as_numpy(labels), None if mask is None else _as_numpy(mask),
+                            ids=_as_list(ids), groups=None if groups is None else _as_numpy(groups),
+                            nonfinite_rows=nonfinite.cpu().numpy())
+    return resolved
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    import torch
+
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def _as_list(ids: Any) -> list | None:
+    if ids is None:
+        return None
+    return _as_numpy(ids).tolist() if not isinstance(ids, list) else ids

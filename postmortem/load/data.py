@@ -1,0 +1,163 @@
+"""The validation set: read once into a fixed list of batches, so every checkpoint sees the same items."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import DataError, InputError
+from .spec import UserCallable, call_user_code, resolve_callable
+
+__all__ = ["ValidationData", "load_validation_data", "batch_fields", "fingerprint_batches"]
+
+DATA_KEYS = ("inputs", "labels")
+
+
+@dataclass(frozen=True)
+class ValidationData:
+    """Batches in a fixed order, where they came from, and a fingerprint of their content."""
+
+    batches: list[Any]
+    source: str
+    fingerprint: str
+
+
+def _update_digest(digest: "hashlib._Hash", value: Any) -> None:
+    """Feed every tensor, array, number and string inside a batch into a digest, structure included."""
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    elif isinstance(value, np.ndarray):
+        digest.update(f"A{value.dtype}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes() if value.dtype != object else repr(value.tolist()).encode())
+    elif isinstance(value, dict):
+        for key in sorted(value, key=str):
+            digest.update(f"K{key!s}".encode())
+            _update_digest(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _update_digest(digest, item)
+    else:
+        digest.update(f"V{value!r}".encode())
+
+
+def fingerprint_batches(batches: Sequence[Any]) -> str:
+    digest = hashlib.sha256()
+    _update_digest(digest, list(batches))
+    return digest.hexdigest()
+
+
+def _slice(value: Any, start: int, stop: int) -> Any:
+    if isinstance(value, dict):
+        return {k: _slice(v, start, stop) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_slice(v, start, stop) for v in value)
+    return value[start:stop]
+
+
+def _length(value: Any) -> int:
+    if isinstance(value, dict):
+        return _length(next(iter(value.values())))
+    if isinstance(value, tuple):
+        return _length(value[0])
+    return len(value)
+
+
+def _batches_from_mapping(content: dict, path: Path, batch_size: int) -> list[dict]:
+    """Split a {'inputs', 'labels', 'mask'?, 'ids'?} mapping of whole-set tensors into batches."""
+    import torch
+
+    missing = [key for key in DATA_KEYS if key not in content]
+    if missing:
+        raise DataError(f"{path}: missing {', '.join(repr(k) for k in missing)} "
+                        f"(a data file holds 'inputs', 'labels' and optionally 'mask', 'ids'; found {sorted(map(str, content))})")
+    items = {key: content[key] for key in ("inputs", "labels", "mask", "ids", "groups") if key in content}
+    for key, value in list(items.items()):
+        if hasattr(value, "dtype") and not isinstance(value, torch.Tensor):   # numpy from .npz
+            items[key] = torch.from_numpy(value) if value.dtype.kind in "biuf" else list(value.tolist())
+    n = _length(items["labels"])
+    for key, value in items.items():
+        if _length(value) != n:
+            raise DataError(f"{path}: '{key}' has {_length(value)} items but 'labels' has {n}")
+    return [{key: _slice(value, start, start + batch_size) for key, value in items.items()}
+            for start in range(0, n, batch_size)]
+
+
+def _read_data_file(path: Path, batch_size: int) -> list[Any]:
+    import numpy as np
+    import torch
+
+    if not path.is_file():
+        raise InputError(f"{path}: validation data file not found")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                content = {key: archive[key] for key in archive.files}
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+        return _batches_from_mapping(content, path, batch_size)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many unrelated types for a bad file
+        raise DataError(f"{path}: not a readable .pt data file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+    if isinstance(content, dict):
+        return _batches_from_mapping(content, path, batch_size)
+    if isinstance(content, (list, tuple)) and content:
+        return list(content)
+    raise DataError(f"{path}: expected a dict with 'inputs' and 'labels' or a list of batches, got {type(content).__name__}")
+
+
+def _batches_from_factory(factory: UserCallable, batch_size: int) -> list[Any]:
+    import torch
+    from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+    produced = factory()
+    if isinstance(produced, (Dataset, IterableDataset)) and not isinstance(produced, (list, tuple)):
+        produced = DataLoader(produced, batch_size=batch_size, shuffle=False)
+    if isinstance(produced, DataLoader) and isinstance(produced.sampler, torch.utils.data.RandomSampler):
+        raise DataError(f"{factory.reference}: returns a DataLoader with shuffle=True; "
+                        "items must come in the same order for every checkpoint")
+    if isinstance(produced, dict):
+        return _batches_from_mapping(produced, Path(factory.reference), batch_size)
+    try:
+        iterator = iter(produced)
+    except TypeError as exc:
+        raise DataError(f"{factory.reference}: returned a {type(produced).__name__}, "
+                        "expected a Dataset, a DataLoader or an iterable of batches") from exc
+    batches = call_user_code(factory.reference, list, iterator)   # iterating runs the user's data code
+    if not batches:
+        raise DataError(f"{factory.reference}: returned no batches")
+    return batches
+
+
+def load_validation_data(reference: str | None, run: Path, spec_file: Path, batch_size: int) -> ValidationData:
+    """Read --data (a .pt/.npz file or FILE.py:FUNC), default RUN/postmortem_spec.py:val_data."""
+    if reference is None:
+        if not spec_file.is_file():
+            raise InputError(f"{run}: no validation data: pass --data FILE.pt|FILE.npz|FILE.py:FUNC "
+                             f"or define val_data() in {spec_file.name}")
+        reference = f"{spec_file}:val_data"
+    if Path(reference).suffix in (".pt", ".npz"):
+        batches = _read_data_file(Path(reference), batch_size)
+    else:
+        batches = _batches_from_factory(resolve_callable(reference, "validation data"), batch_size)
+    return ValidationData(batches=batches, source=reference, fingerprint=fingerprint_batches(batches))
+
+
+def batch_fields(batch: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """(inputs, labels, mask, ids, groups) of a batch given as a dict or an (inputs, labels[, mask]) tuple."""
+    if isinstance(batch, dict):
+        if "labels" not in batch or "inputs" not in batch:
+            raise DataError(f"a batch has keys {sorted(map(str, batch))}; without --forward it needs "
+                            "'inputs' and 'labels' (define forward(model, batch) for other layouts)")
+        return batch["inputs"], batch["labels"], batch.get("mask"), batch.get("ids"), batch.get("groups")
+    if isinstance(batch, (list, tuple)) and len(batch) in (2, 3):
+        return batch[0], batch[1], (batch[2] if len(batch) == 3 else None), None, None
+    raise DataError(f"a batch is a {type(batch).__name__}; without --forward it must be a dict with 'inputs' and "
+                    "'labels' or a tuple (inputs, labels[, mask])")

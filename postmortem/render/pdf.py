@@ -1,0 +1,27 @@
+"""PDF through weasyprint (imported lazily), with a URL fetcher that refuses the network."""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["OFFLINE_PROTOCOLS", "offline_url_fetcher", "write_pdf"]
+
+# Figures are inline data: URIs; nothing else (http, https, ftp, file) is ever fetched.
+OFFLINE_PROTOCOLS = ("data",)
+
+
+def offline_url_fetcher():
+    """weasyprint's own URLFetcher restricted to data: URIs; any other URL raises and is not fetched."""
+    from weasyprint.urls import URLFetcher
+
+    return URLFetcher(allowed_protocols=OFFLINE_PROTOCOLS, allow_redirects=False, timeout=1)
+
+
+def write_pdf(html: str, target: Path) -> None:
+    """Render the report's HTML (its print styles) to a PDF file."""
+    import logging
+
+    from weasyprint import HTML
+
+    for name in ("weasyprint", "fontTools"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    HTML(string=html, url_fetcher=offline_url_fetcher(), base_url=None).write_pdf(target)

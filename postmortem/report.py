@@ -1,0 +1,105 @@
+"""One report: evaluate -> analyze -> diagnose -> render, written atomically into the output folder."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .config import ReportConfig
+from .errors import InputError
+
+__all__ = ["ReportResult", "write_report"]
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    out_dir: Path
+    files: tuple[Path, ...]
+    n_epochs: int
+    n_skipped: int
+    seconds: float
+
+
+def _class_names(config: ReportConfig, n_classes: int) -> tuple[str, ...]:
+    return config.class_names if config.class_names is not None else tuple(str(i) for i in range(n_classes))
+
+
+def _provenance(config: ReportConfig, evaluation, argv: list[str] | None) -> list[tuple[str, str]]:
+    rows = [("command", "postmortem " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))),
+            ("postmortem", __version__), ("python", platform.python_version())]
+    if evaluation.mode == "model":
+        import torch
+        rows.append(("torch", torch.__version__))
+    rows += [("mode", evaluation.mode), ("validation data", evaluation.data_source),
+             ("data fingerprint (sha256)", evaluation.data_fingerprint[:16] or "—"),
+             ("outputs assumed", ", ".join(sorted({e.output_kind for e in evaluation.epochs}))),
+             ("class weights", ", ".join(f"{w:g}" for w in evaluation.class_weights)),
+             ("ignore_index", str(config.ignore_index)),
+             ("counted items", f"{len(evaluation.items)} (mask != 0 and label != ignore_index)"),
+             ("evaluated / from cache", f"{sum(not e.from_cache for e in evaluation.epochs)} / "
+                                        f"{sum(e.from_cache for e in evaluation.epochs)}")]
+    return rows
+
+
+def _write_atomically(files: dict[str, bytes], out_dir: Path) -> list[Path]:
+    """Write every file to a temporary name first; rename only once all are complete."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged = []
+    try:
+        for name, content in files.items():
+            handle, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(content)
+            os.chmod(tmp, 0o644)   # mkstemp makes 0600; a report is meant to be shared
+            staged.append((tmp, out_dir / name))
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    for tmp, target in staged:
+        os.replace(tmp, target)
+    return [target for _, target in staged]
+
+
+def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportResult:
+    """Run the whole pipeline for one run and write metrics.json, report.html and report.pdf."""
+    started = time.perf_counter()
+    if not config.run.is_dir():
+        raise InputError(f"{config.run}: run directory not found")
+    from .analyze.run import analyze_epochs
+    from .diagnose import diagnose, finding_to_json, verdict
+    from .evaluate.runner import evaluate_run
+    from .render.context import report_context
+    from .render.figures import class_colours, render_figures
+    from .render.html import render_template, templates_dir
+    from .render.metrics_json import metrics_document
+
+    evaluation = evaluate_run(config)
+    classes = _class_names(config, evaluation.n_classes)
+    analysis = analyze_epochs(evaluation.items.labels, evaluation.epochs, classes, evaluation.class_weights)
+    findings = diagnose(analysis)
+    colours = class_colours(len(classes))
+    figures = render_figures(analysis, colours, classes)
+    context = report_context(run_name=config.run_name, analysis=analysis, evaluation=evaluation,
+                             findings=findings, verdict=verdict(analysis, findings), figures=figures,
+                             colours=colours, class_labels=classes, provenance=_provenance(config, evaluation, argv))
+    css = (templates_dir() / "report.css").read_text(encoding="utf-8")
+    html = render_template("report.html.j2", css=css, **context)
+    document = metrics_document(analysis, [finding_to_json(f) for f in findings], evaluation.skipped)
+    files = {"metrics.json": json.dumps(document, indent=1).encode(), "report.html": html.encode()}
+    if not config.no_pdf:
+        from .render.pdf import write_pdf
+        with tempfile.TemporaryDirectory() as scratch:
+            pdf_path = Path(scratch) / "report.pdf"
+            write_pdf(html, pdf_path)
+            files["report.pdf"] = pdf_path.read_bytes()
+    written = _write_atomically(files, config.out_dir)
+    return ReportResult(config.out_dir, tuple(written), len(evaluation.epochs), len(evaluation.skipped),
+                        time.perf_counter() - started)
