@@ -73,7 +73,7 @@ def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportR
     started = time.perf_counter()
     if not config.run.is_dir():
         raise InputError(f"{config.run}: run directory not found")
-    from .analyze.run import analyze_epochs
+    from .analyze.run import analyze_run
     from .diagnose import diagnose, finding_to_json, verdict
     from .evaluate.runner import evaluate_run
     from .render.context import report_context
@@ -83,7 +83,7 @@ def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportR
 
     evaluation = evaluate_run(config)
     classes = _class_names(config, evaluation.n_classes)
-    analysis = analyze_epochs(evaluation.items.labels, evaluation.epochs, classes, evaluation.class_weights)
+    analysis = analyze_run(evaluation, classes)
     findings = diagnose(analysis)
     colours = class_colours(len(classes))
     figures = render_figures(analysis, colours, classes)

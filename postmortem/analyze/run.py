@@ -7,7 +7,7 @@ import numpy as np
 
 from .metrics import EpochMetrics, epoch_metrics
 
-__all__ = ["EpochView", "RunAnalysis", "analyze_epochs", "confidence_histogram", "HISTOGRAM_BINS"]
+__all__ = ["EpochView", "RunAnalysis", "analyze_run", "analyze_epochs", "confidence_histogram", "HISTOGRAM_BINS"]
 
 HISTOGRAM_BINS = 10
 
@@ -79,3 +79,8 @@ def analyze_epochs(labels: np.ndarray, epochs: list, class_names: tuple[str, ...
         best_loss_index=int(np.argmin(losses)),
         best_accuracy_index=int(np.argmax(accuracies)),
     )
+
+
+def analyze_run(evaluation, class_names: tuple[str, ...]) -> RunAnalysis:
+    """All analyses of an evaluation (items, epochs in training order, class weights)."""
+    return analyze_epochs(evaluation.items.labels, evaluation.epochs, class_names, evaluation.class_weights)
