@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--out", type=Path, metavar="DIR", help="output folder (default RUN/postmortem-report)")
     output.add_argument("--title", help="run name shown in the report (default the folder name)")
     output.add_argument("--no-pdf", action="store_true", default=None, help="skip report.pdf")
+    output.add_argument("--paper", choices=("a4", "letter"), help="PDF page size (default a4)")
+    output.add_argument("--redact", action="store_true", default=None,
+                        help="replace class names and item ids by neutral labels, for sharing in public")
     output.add_argument("--quiet", action="store_true", default=None, help="no progress bar or summary")
     return parser
 

@@ -17,6 +17,7 @@ from .errors import ConfigError
 __all__ = ["ReportConfig", "OUTPUT_KINDS", "CONFIG_FILE_NAME", "read_config_file", "build_config"]
 
 OUTPUT_KINDS = ("auto", "logits", "log_probs", "probs")
+PAPER_SIZES = ("a4", "letter")
 CONFIG_FILE_NAME = "postmortem.toml"
 # Options whose values name files: relative paths in postmortem.toml are relative to RUN.
 PATH_OPTIONS = ("checkpoints", "model", "data", "forward", "predictions", "out", "train_log")
@@ -45,6 +46,7 @@ class ReportConfig:
     title: str | None = None
     train_log: str | None = None
     redact: bool = False
+    paper: str = "a4"
 
     @property
     def out_dir(self) -> Path:
@@ -128,6 +130,9 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
         batch_size = int(merged.get("batch_size", 512))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"option 'ignore-index' or 'batch-size' is not an integer ({exc})") from exc
+    paper = str(merged.get("paper", "a4")).lower()
+    if paper not in PAPER_SIZES:
+        raise ConfigError(f"option 'paper': expected one of {', '.join(PAPER_SIZES)}, got {paper!r}")
     if batch_size < 1:
         raise ConfigError(f"option 'batch-size': expected a positive integer, got {batch_size}")
     out = merged.get("out")
@@ -146,5 +151,6 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
         batch_size=batch_size,
         trust_checkpoints=bool(merged.get("trust_checkpoints", False)),
         redact=bool(merged.get("redact", False)),
+        paper=paper,
         **strings,
     )

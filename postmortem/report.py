@@ -8,8 +8,10 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from . import __version__
 from .config import ReportConfig
@@ -28,11 +30,35 @@ class ReportResult:
 
 
 def _class_names(config: ReportConfig, n_classes: int) -> tuple[str, ...]:
+    """--class-names, else the label values; with --redact, 'class 1', 'class 2', ... in label order."""
+    if config.redact:
+        return tuple(f"class {i + 1}" for i in range(n_classes))
     return config.class_names if config.class_names is not None else tuple(str(i) for i in range(n_classes))
 
 
+REDACTED_OPTIONS = ("--class-names",)
+
+
+def _command_line(argv: list[str], redact: bool) -> str:
+    """The command as typed; with --redact, the values of options that hold names are hidden."""
+    shown = []
+    for i, arg in enumerate(argv):
+        if redact and i > 0 and argv[i - 1] in REDACTED_OPTIONS:
+            arg = "<redacted>"
+        elif redact and arg.startswith(tuple(f"{o}=" for o in REDACTED_OPTIONS)):
+            arg = arg.split("=", 1)[0] + "=<redacted>"
+        shown.append(shlex.quote(arg))
+    return "postmortem " + " ".join(shown)
+
+
+def _redacted(evaluation):
+    """The evaluation with item ids replaced by 'item 1', 'item 2', ... in item order."""
+    ids = np.array([f"item {i + 1}" for i in range(len(evaluation.items))])
+    return replace(evaluation, items=replace(evaluation.items, ids=ids))
+
+
 def _provenance(config: ReportConfig, evaluation, argv: list[str] | None) -> list[tuple[str, str]]:
-    rows = [("command", "postmortem " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))),
+    rows = [("command", _command_line(argv if argv is not None else sys.argv[1:], config.redact)),
             ("postmortem", __version__), ("python", platform.python_version())]
     if evaluation.mode == "model":
         import torch
@@ -79,9 +105,12 @@ def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportR
     from .render.context import report_context
     from .render.figures import class_colours, render_figures
     from .render.html import render_template, templates_dir
+    from .render.markdown import render_markdown
     from .render.metrics_json import metrics_document
 
     evaluation = evaluate_run(config)
+    if config.redact:
+        evaluation = _redacted(evaluation)
     classes = _class_names(config, evaluation.n_classes)
     analysis = analyze_run(evaluation, classes)
     findings = diagnose(analysis)
@@ -89,11 +118,13 @@ def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportR
     figures = render_figures(analysis, colours, classes)
     context = report_context(run_name=config.run_name, analysis=analysis, evaluation=evaluation,
                              findings=findings, verdict=verdict(analysis, findings), figures=figures,
-                             colours=colours, class_labels=classes, provenance=_provenance(config, evaluation, argv))
+                             colours=colours, class_labels=classes, provenance=_provenance(config, evaluation, argv),
+                             paper=config.paper)
     css = (templates_dir() / "report.css").read_text(encoding="utf-8")
     html = render_template("report.html.j2", css=css, **context)
     document = metrics_document(analysis, [finding_to_json(f) for f in findings], evaluation.skipped)
-    files = {"metrics.json": json.dumps(document, indent=1).encode(), "report.html": html.encode()}
+    files = {"metrics.json": json.dumps(document, indent=1).encode(), "report.html": html.encode(),
+             "report.md": render_markdown(context).encode()}
     if not config.no_pdf:
         from .render.pdf import write_pdf
         with tempfile.TemporaryDirectory() as scratch:

@@ -46,6 +46,12 @@ def report_context(*, run_name: str, analysis, evaluation, findings, verdict, fi
                           for name, colour, c in zip(class_labels, colours, m.per_class)],
             "sha256": evaluated.sha256[:16], "output_kind": evaluated.output_kind,
         })
+    notes = {0: "first", analysis.best_loss_index: "lowest loss", len(epochs) - 1: "last"}
+    if analysis.best_accuracy_index not in notes:
+        notes[analysis.best_accuracy_index] = "highest accuracy"
+    elif analysis.best_accuracy_index == analysis.best_loss_index:
+        notes[analysis.best_loss_index] = "lowest loss, highest accuracy"
+    key_epochs = [{**epochs[i], "note": note} for i, note in sorted(notes.items())]
     weighted = not np.allclose(analysis.class_weights, 1.0)
     return {
         "version": __version__,
@@ -60,6 +66,7 @@ def report_context(*, run_name: str, analysis, evaluation, findings, verdict, fi
         "figures": figures,
         "figure_titles": {fig.id: fig.title for fig in figures},
         "epochs": epochs,
+        "key_epochs": key_epochs,
         "skipped": evaluation.skipped,
         "loss_note": "class weights applied" if weighted else "no class weights",
         "provenance": [{"name": k, "value": v} for k, v in provenance],

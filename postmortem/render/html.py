@@ -35,12 +35,12 @@ def _signed(value: Any, digits: int = 4) -> str:
     return f"{value:+.{digits}f}"
 
 
-def make_environment():
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+def make_environment(autoescape: bool = True):
+    """jinja2 environment over templates/: HTML-autoescaped unless asked (markdown escapes its own way)."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     env = Environment(loader=FileSystemLoader(str(templates_dir())), undefined=StrictUndefined,
-                      autoescape=select_autoescape(["html", "j2"], default=True),
-                      trim_blocks=True, lstrip_blocks=True)
+                      autoescape=autoescape, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(fmt=_fmt, pct=_pct, signed=_signed)
     return env
 
