@@ -58,8 +58,9 @@ def _run_report(args: argparse.Namespace, argv: list[str]) -> int:
     result = write_report(config, argv)
     if not config.quiet:
         skipped = f", {result.n_skipped} skipped" if result.n_skipped else ""
+        stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result.stage_seconds.items())
         print(f"postmortem: {result.n_epochs} checkpoints{skipped}; wrote "
-              + ", ".join(str(p) for p in result.files) + f" in {result.seconds:.1f} s", file=sys.stderr)
+              + ", ".join(str(p) for p in result.files) + f" in {result.seconds:.1f} s ({stages})", file=sys.stderr)
     return EXIT_OK
 
 

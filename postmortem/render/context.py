@@ -7,10 +7,24 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..analyze.decomposition import TRANSITIONS
 
 __all__ = ["report_context"]
 
 CONFUSION_RGB = "0, 114, 178"
+# Above this many classes, full confusion matrices are shown for the key epochs only; the other epochs list
+# their largest confusions. This keeps a 100-epoch, 50-class report under the 5 MB cap.
+FULL_CONFUSION_MAX_CLASSES = 20
+TOP_CONFUSIONS = 8
+
+
+def _top_confusions(matrix: np.ndarray, class_labels) -> list[dict[str, Any]]:
+    """The largest off-diagonal cells: (true class, predicted class, count), largest first."""
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(off, axis=None)[::-1][:TOP_CONFUSIONS]
+    pairs = [np.unravel_index(i, off.shape) for i in flat]
+    return [{"true": class_labels[t], "pred": class_labels[p], "count": int(off[t, p])} for t, p in pairs if off[t, p]]
 
 
 def _confusion_cells(matrix: np.ndarray) -> list[list[dict[str, Any]]]:
@@ -26,9 +40,37 @@ def _bar_heights(counts: np.ndarray, scale: int) -> list[str]:
     return [f"{100 * c / scale:.1f}" if scale else "0" for c in counts]
 
 
+CONFIDENT_ERROR_ROWS = 25
+
+
+def _evidence_tables(analysis, class_labels) -> dict[str, Any]:
+    """The tables beside the figures: which checkpoint to pick, class weight shares, confident errors, CIs."""
+    d, b, shares = analysis.decomposition, analysis.bootstrap, analysis.class_shares
+    by_class = d.by_class
+    return {
+        "choice": [vars(row) | {"is_current": False} for row in analysis.checkpoint_choice.rows],
+        "class_shares": [{"name": name, "frequency_share": float(f), "weight_share": float(w),
+                          "amplification": float(w / f) if f else None, "loss_change": float(by_class[i])}
+                         for i, (name, f, w) in enumerate(zip(class_labels, shares.frequency_share, shares.weight_share))],
+        "confident_errors": [vars(row) for row in analysis.confident_errors[:CONFIDENT_ERROR_ROWS]],
+        "n_confident_errors": len(analysis.confident_errors),
+        "bootstrap": {"from_epoch": analysis.epochs[b.from_index].epoch, "to_epoch": analysis.epochs[b.to_index].epoch,
+                      "n_resamples": b.n_resamples, "level": b.confidence_level, "unit": b.resampled_unit,
+                      "n_units": b.n_units,
+                      "rows": [{"name": name, "estimate": i.estimate, "low": i.low, "high": i.high,
+                                "excludes_zero": i.excludes_zero}
+                               for name, i in (("loss", b.loss_change), ("accuracy", b.accuracy_change),
+                                               ("macro F1", b.macro_f1_change))]},
+        "decomposition": {"from_epoch": analysis.epochs[d.from_index].epoch, "to_epoch": analysis.epochs[d.to_index].epoch,
+                          "loss_change": d.loss_change, "by_transition": [float(x) for x in d.by_transition],
+                          "top_1": d.top_1_percent_share, "top_5": d.top_5_percent_share},
+    }
+
+
 def report_context(*, run_name: str, analysis, evaluation, findings, verdict, figures, colours,
                    class_labels, provenance: list[tuple[str, str]], paper: str = "a4") -> dict[str, Any]:
     """Everything report.html.j2 reads."""
+    key_indices = {0, analysis.best_loss_index, analysis.best_accuracy_index, len(analysis.epochs) - 1}
     scale = max(max(int(e.hist_correct.max(initial=0)), int(e.hist_wrong.max(initial=0))) for e in analysis.epochs)
     epochs = []
     for index, (view, evaluated) in enumerate(zip(analysis.epochs, evaluation.epochs)):
@@ -38,7 +80,9 @@ def report_context(*, run_name: str, analysis, evaluation, findings, verdict, fi
             "ece": m.ece, "brier": m.brier, "mean_confidence": m.mean_confidence,
             "temperature": view.temperature, "scaled_loss": view.scaled_loss,
             "is_best_loss": index == analysis.best_loss_index,
-            "confusion": _confusion_cells(m.confusion),
+            "confusion": _confusion_cells(m.confusion)
+            if len(class_labels) <= FULL_CONFUSION_MAX_CLASSES or index in key_indices else None,
+            "top_confusions": _top_confusions(m.confusion, class_labels),
             "hist_correct": _bar_heights(view.hist_correct, scale), "hist_wrong": _bar_heights(view.hist_wrong, scale),
             "n_correct": int(view.hist_correct.sum()), "n_wrong": int(view.hist_wrong.sum()),
             "per_class": [{"name": name, "colour": colour, "support": c.support, "loss": c.loss,
@@ -64,9 +108,15 @@ def report_context(*, run_name: str, analysis, evaluation, findings, verdict, fi
         "verdict": verdict,
         "findings": [_finding_context(f) for f in findings],
         "figures": figures,
-        "figure_titles": {fig.id: fig.title for fig in figures},
+        "figure_titles": {fig.id: fig.title for fig in figures} | {"fig-confident-errors": "Items that became confidently wrong",
+                                                                 "fig-choice": "Which checkpoint to pick"},
+        "transitions": TRANSITIONS,
+        **_evidence_tables(analysis, class_labels),
         "epochs": epochs,
         "key_epochs": key_epochs,
+        "detail_indices": sorted(notes),
+        "key_epoch_list": ", ".join(str(e["epoch"]) for e in key_epochs),
+        "full_confusion_max": FULL_CONFUSION_MAX_CLASSES,
         "skipped": evaluation.skipped,
         "loss_note": "class weights applied" if weighted else "no class weights",
         "provenance": [{"name": k, "value": v} for k, v in provenance],

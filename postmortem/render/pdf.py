@@ -1,9 +1,7 @@
 """PDF through weasyprint (imported lazily), with a URL fetcher that refuses the network."""
 from __future__ import annotations
 
-from pathlib import Path
-
-__all__ = ["OFFLINE_PROTOCOLS", "offline_url_fetcher", "write_pdf"]
+__all__ = ["OFFLINE_PROTOCOLS", "offline_url_fetcher", "pdf_bytes"]
 
 # Figures are inline data: URIs; nothing else (http, https, ftp, file) is ever fetched.
 OFFLINE_PROTOCOLS = ("data",)
@@ -16,12 +14,12 @@ def offline_url_fetcher():
     return URLFetcher(allowed_protocols=OFFLINE_PROTOCOLS, allow_redirects=False, timeout=1)
 
 
-def write_pdf(html: str, target: Path) -> None:
-    """Render the report's HTML (its print styles) to a PDF file."""
+def pdf_bytes(html: str) -> bytes:
+    """Render the report's HTML (its print styles) to PDF."""
     import logging
 
     from weasyprint import HTML
 
     for name in ("weasyprint", "fontTools"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    HTML(string=html, url_fetcher=offline_url_fetcher(), base_url=None).write_pdf(target)
+    return HTML(string=html, url_fetcher=offline_url_fetcher(), base_url=None).write_pdf()
