@@ -24,6 +24,7 @@ class Cartography:
     forgetting_events: np.ndarray            # int64: correct -> wrong flips between consecutive epochs
     final_pred: np.ndarray                   # int64: prediction at the last epoch
     final_confidence: np.ndarray             # probability of that prediction
+    final_nll: np.ndarray                    # -log p(y_i) at the last epoch
 
 
 def cartography(labels: np.ndarray, ids: np.ndarray, records: list) -> Cartography:
@@ -39,13 +40,16 @@ def cartography(labels: np.ndarray, ids: np.ndarray, records: list) -> Cartograp
         forgetting_events=(correct[:-1] & ~correct[1:]).sum(axis=0).astype(np.int64),
         final_pred=records[-1].pred,
         final_confidence=records[-1].confidence,
+        final_nll=records[-1].nll,
     )
 
 
-def persistent_confident_errors(table: Cartography, max_fraction_correct: float,
+def persistent_confident_errors(table: Cartography, max_fraction_correct: float, max_mean_true_confidence: float,
                                 min_final_confidence: float) -> np.ndarray:
-    """Indices of items right in at most `max_fraction_correct` of epochs and wrong at the last one with
-    confidence >= `min_final_confidence`, most confident first."""
-    chosen = np.flatnonzero((table.fraction_correct <= max_fraction_correct) & (table.final_pred != table.labels)
-                            & (table.final_confidence >= min_final_confidence))
+    """Indices of label-error candidates, most confident first: items right in at most `max_fraction_correct`
+    of epochs, whose mean p(y) is at most `max_mean_true_confidence` (the hard-to-learn corner of the data
+    map), and that are wrong at the last epoch with confidence >= `min_final_confidence`."""
+    chosen = np.flatnonzero((table.fraction_correct <= max_fraction_correct)
+                            & (table.mean_true_confidence <= max_mean_true_confidence)
+                            & (table.final_pred != table.labels) & (table.final_confidence >= min_final_confidence))
     return chosen[np.argsort(-table.final_confidence[chosen], kind="stable")]

@@ -14,7 +14,7 @@ __all__ = ["TRANSITIONS", "LossChangeDecomposition", "ClassShares", "ConfidentEr
 
 # Column order of every class x transition table: correct/wrong at the earlier epoch -> at the later one.
 TRANSITIONS = ("correct->correct", "correct->wrong", "wrong->correct", "wrong->wrong")
-CORRECT_TO_WRONG, WRONG_TO_WRONG = 1, 3
+CORRECT_TO_CORRECT, CORRECT_TO_WRONG, WRONG_TO_WRONG = 0, 1, 3   # columns of TRANSITIONS
 TOP_FRACTIONS = (0.01, 0.05)
 
 

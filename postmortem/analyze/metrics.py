@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 __all__ = ["ClassMetrics", "EpochMetrics", "epoch_metrics", "expected_calibration_error", "ECE_BINS",
-           "confidence_bins"]
+           "confidence_bins", "macro_f1_from_counts", "macro_f1_score"]
 
 ECE_BINS = 15
 
@@ -95,3 +95,21 @@ def epoch_metrics(labels: np.ndarray, pred: np.ndarray, nll: np.ndarray, confide
         confusion=matrix,
         per_class=per_class,
     )
+
+
+def macro_f1_from_counts(true_positives: np.ndarray, support: np.ndarray, predicted: np.ndarray,
+                         counted: np.ndarray) -> np.ndarray:
+    """Macro F1 over the `counted` classes: mean of 2 TP_c / (n_c + predicted_c), 0 where that is 0/0.
+
+    Equals sklearn's f1_score(labels=counted classes, average="macro", zero_division=0); written on
+    counts so that one confusion matrix, or a (resamples, C) stack of bootstrap counts, gives it directly.
+    """
+    denominator = support + predicted
+    f1 = np.divide(2.0 * true_positives, denominator, out=np.zeros(np.shape(denominator)), where=denominator > 0)
+    return f1[..., counted].mean(axis=-1)
+
+
+def macro_f1_score(confusion: np.ndarray) -> float:
+    """Macro F1 from a confusion matrix (rows true), over the classes that have items."""
+    support = confusion.sum(axis=1)
+    return float(macro_f1_from_counts(np.diag(confusion), support, confusion.sum(axis=0), support > 0))

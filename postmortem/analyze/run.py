@@ -1,11 +1,34 @@
-"""Everything the report needs from an evaluation, computed once: per-epoch metrics and summaries."""
+"""Everything the report needs from an evaluation, computed once: per-epoch metrics and cross-epoch analyses.
+
+What the renderer reads (all frozen dataclasses or numpy arrays):
+    analysis.epochs[i]            EpochView: metrics, macro_f1_score, calibration (EpochCalibration),
+                                  logits (LogitSummary), temperature, scaled_loss, calibration_loss
+    analysis.epoch_table()        the per-epoch scalars as a pandas DataFrame, one row per epoch
+    analysis.decomposition        LossChangeDecomposition, best-loss epoch -> last epoch
+    analysis.step_decompositions  the same for every consecutive pair of epochs
+    analysis.class_shares         ClassShares: weight share beside frequency share per class
+    analysis.flip_rates           (E-1,) share of predictions that change between consecutive epochs
+    analysis.flow                 PredictionFlow, best-loss epoch -> last epoch
+    analysis.cartography          Cartography: per-item dynamics over all epochs
+    analysis.confident_errors     ConfidentError rows: items wrong at the last epoch, largest part of dL first
+    analysis.bootstrap            BootstrapDeltas: loss/accuracy/macro-F1 changes, best-loss -> last, with CIs
+    analysis.checkpoint_choice    CheckpointChoice: the best epoch by loss, accuracy, macro F1, ECE, scaled loss
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from .metrics import EpochMetrics, epoch_metrics
+from .bootstrap import BootstrapDeltas, bootstrap_deltas
+from .calibration import EpochCalibration, epoch_calibration
+from .cartography import Cartography, cartography
+from .choice import CheckpointChoice, checkpoint_choice
+from .decomposition import (ClassShares, ConfidentError, LossChangeDecomposition, class_shares, confident_errors,
+                            decompose_loss_change)
+from .dynamics import LogitSummary, PredictionFlow, flip_rate, logit_summary, prediction_flow
+from .metrics import EpochMetrics, epoch_metrics, macro_f1_score
 
 __all__ = ["EpochView", "RunAnalysis", "analyze_run", "analyze_epochs", "confidence_histogram", "HISTOGRAM_BINS"]
 
@@ -14,26 +37,43 @@ HISTOGRAM_BINS = 10
 
 @dataclass(frozen=True)
 class EpochView:
-    """One epoch as the later stages see it: identity, headline metrics and confidence histograms."""
+    """One epoch as the later stages see it: identity, headline metrics, calibration and logit summaries."""
 
     checkpoint: str
     epoch: int
     metrics: EpochMetrics
     hist_correct: np.ndarray       # counts of correct predictions per confidence bin
     hist_wrong: np.ndarray         # counts of wrong predictions per confidence bin
-    temperature: float
-    scaled_loss: float
+    temperature: float             # T fitted on all items
+    scaled_loss: float             # L_TS: cross-fitted loss after temperature scaling
+    macro_f1_score: float
+    calibration: EpochCalibration
+    logits: LogitSummary
+
+    @property
+    def calibration_loss(self) -> float:
+        """L - L_TS: the part of the loss that temperature scaling removes (cross-fitted, so may dip below 0)."""
+        return self.metrics.loss - self.scaled_loss
 
 
 @dataclass(frozen=True)
 class RunAnalysis:
-    """Per-epoch views in training order, with the indices of the notable epochs."""
+    """Per-epoch views in training order, the notable epochs, and the analyses across epochs."""
 
     classes: tuple[str, ...]
     class_weights: np.ndarray
     epochs: tuple[EpochView, ...]
     best_loss_index: int
     best_accuracy_index: int
+    class_shares: ClassShares
+    decomposition: LossChangeDecomposition
+    step_decompositions: tuple[LossChangeDecomposition, ...]
+    flip_rates: np.ndarray
+    flow: PredictionFlow
+    cartography: Cartography
+    confident_errors: tuple[ConfidentError, ...]
+    bootstrap: BootstrapDeltas
+    checkpoint_choice: CheckpointChoice
 
     @property
     def losses(self) -> np.ndarray:
@@ -48,39 +88,89 @@ class RunAnalysis:
         """(epochs, classes) additive parts of each epoch's loss."""
         return np.array([[c.loss_share for c in e.metrics.per_class] for e in self.epochs])
 
+    def epoch_table(self) -> pd.DataFrame:
+        """Per-epoch scalars, one row per epoch in training order; flip_rate is from the previous epoch."""
+        return _epoch_table(self.epochs, self.flip_rates)
+
+
+def _epoch_table(views, flip_rates: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({
+        "checkpoint": [v.checkpoint for v in views],
+        "epoch": [v.epoch for v in views],
+        "loss": [v.metrics.loss for v in views],
+        "accuracy": [v.metrics.accuracy for v in views],
+        "macro_f1_score": [v.macro_f1_score for v in views],
+        "expected_calibration_error": [v.calibration.expected_calibration_error for v in views],
+        "adaptive_calibration_error": [v.calibration.adaptive_calibration_error for v in views],
+        "max_calibration_error": [v.calibration.max_calibration_error for v in views],
+        "brier_loss": [v.calibration.brier_loss for v in views],
+        "temperature": [v.temperature for v in views],
+        "scaled_loss": [v.scaled_loss for v in views],
+        "calibration_loss": [v.calibration_loss for v in views],
+        "median_logit_norm": [v.logits.median_logit_norm for v in views],
+        "median_margin": [v.logits.median_margin for v in views],
+        "median_absolute_margin": [v.logits.median_absolute_margin for v in views],
+        "flip_rate": np.concatenate([[np.nan], flip_rates]),
+    })
+
 
 def confidence_histogram(confidence: np.ndarray, mask: np.ndarray, n_bins: int = HISTOGRAM_BINS) -> np.ndarray:
     """Counts of the masked items' confidences in equal-width bins over [0, 1] (last bin closed)."""
     return np.histogram(confidence[mask], bins=n_bins, range=(0.0, 1.0))[0].astype(np.int64)
 
 
-def analyze_epochs(labels: np.ndarray, epochs: list, class_names: tuple[str, ...],
-                   class_weights: np.ndarray) -> RunAnalysis:
-    """Metrics and histograms for each evaluated epoch (records in training order)."""
-    views = []
-    for evaluated in epochs:
-        r = evaluated.records
-        correct = r.pred == labels
-        views.append(EpochView(
-            checkpoint=evaluated.checkpoint,
-            epoch=evaluated.epoch,
-            metrics=epoch_metrics(labels, r.pred, r.nll, r.confidence, r.sum_sq_prob, class_weights),
-            hist_correct=confidence_histogram(r.confidence, correct),
-            hist_wrong=confidence_histogram(r.confidence, ~correct),
-            temperature=r.temperature,
-            scaled_loss=r.scaled_loss,
-        ))
+def _epoch_view(evaluated, labels: np.ndarray, class_weights: np.ndarray) -> EpochView:
+    r = evaluated.records
+    correct = r.pred == labels
+    metrics = epoch_metrics(labels, r.pred, r.nll, r.confidence, r.sum_sq_prob, class_weights)
+    return EpochView(
+        checkpoint=evaluated.checkpoint,
+        epoch=evaluated.epoch,
+        metrics=metrics,
+        hist_correct=confidence_histogram(r.confidence, correct),
+        hist_wrong=confidence_histogram(r.confidence, ~correct),
+        temperature=r.temperature,
+        scaled_loss=r.scaled_loss,
+        macro_f1_score=macro_f1_score(metrics.confusion),
+        calibration=epoch_calibration(labels, r),
+        logits=logit_summary(r.logit_norm, r.margin),
+    )
+
+
+def analyze_epochs(labels: np.ndarray, epochs: list, class_names: tuple[str, ...], class_weights: np.ndarray,
+                   ids: np.ndarray | None = None, groups: np.ndarray | None = None) -> RunAnalysis:
+    """All analyses of evaluated epochs (training order, each with .records, .epoch, .checkpoint).
+
+    ids default to each item's index, groups to one group per item (the bootstrap then resamples items).
+    """
+    ids = np.arange(len(labels)).astype(str) if ids is None else ids
+    groups = np.arange(len(labels)) if groups is None else groups
+    views = tuple(_epoch_view(evaluated, labels, class_weights) for evaluated in epochs)
+    records = [evaluated.records for evaluated in epochs]
     losses = np.array([v.metrics.loss for v in views])
-    accuracies = np.array([v.metrics.accuracy for v in views])
+    best, last = int(np.argmin(losses)), len(views) - 1
+    flip_rates = np.array([flip_rate(records[i - 1].pred, records[i].pred) for i in range(1, len(records))])
     return RunAnalysis(
         classes=tuple(class_names),
         class_weights=class_weights,
-        epochs=tuple(views),
-        best_loss_index=int(np.argmin(losses)),
-        best_accuracy_index=int(np.argmax(accuracies)),
+        epochs=views,
+        best_loss_index=best,
+        best_accuracy_index=int(np.argmax([v.metrics.accuracy for v in views])),
+        class_shares=class_shares(labels, class_weights),
+        decomposition=decompose_loss_change(labels, class_weights, records[best], records[last], best, last),
+        step_decompositions=tuple(decompose_loss_change(labels, class_weights, records[i - 1], records[i], i - 1, i)
+                                  for i in range(1, len(records))),
+        flip_rates=flip_rates,
+        flow=prediction_flow(records[best].pred, records[last].pred, len(class_weights), best, last),
+        cartography=cartography(labels, ids, records),
+        confident_errors=confident_errors(labels, ids, class_weights, tuple(class_names), records[best], records[last]),
+        bootstrap=bootstrap_deltas(labels, groups, class_weights, records[best], records[last], best, last),
+        checkpoint_choice=checkpoint_choice(_epoch_table(views, flip_rates)),
     )
 
 
 def analyze_run(evaluation, class_names: tuple[str, ...]) -> RunAnalysis:
     """All analyses of an evaluation (items, epochs in training order, class weights)."""
-    return analyze_epochs(evaluation.items.labels, evaluation.epochs, class_names, evaluation.class_weights)
+    items = evaluation.items
+    return analyze_epochs(items.labels, evaluation.epochs, class_names, evaluation.class_weights,
+                          ids=items.ids, groups=items.groups)

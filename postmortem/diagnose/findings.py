@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Severity", "Finding", "finding_to_json"]
+__all__ = ["Severity", "FindingKind", "Finding", "finding_to_json"]
 
 
 class Severity(str, enum.Enum):
@@ -14,9 +15,35 @@ class Severity(str, enum.Enum):
     LOW = "low"
 
 
+class FindingKind(str, enum.Enum):
+    """Every finding a rule can report; the value is the finding's id in metrics.json and the report."""
+
+    NLL_OVERFIT_ACCURACY_HOLDS = "nll_overfit_accuracy_holds"
+    """The loss rose beyond its bootstrap interval after its minimum while accuracy held (within its interval)."""
+    OVERCONFIDENCE = "overconfidence"
+    """Most of the loss rise is removed by temperature scaling, the fitted T rose above 1, and ECE rose."""
+    CONFIDENT_ERRORS_DOMINATE = "confident_errors_dominate"
+    """Items wrong at the last epoch (correct->wrong and wrong->wrong) carry most of the loss rise."""
+    CLASS_CONCENTRATION = "class_concentration"
+    """One or a few classes carry most of the loss rise, far beyond their share of the items."""
+    CLASS_WEIGHT_AMPLIFICATION = "class_weight_amplification"
+    """Classes whose loss-weight share is several times their frequency share carry most of the loss rise."""
+    LOGIT_GROWTH = "logit_growth"
+    """Median logit norm and absolute margin grew after the loss minimum while predictions flipped less."""
+    SUSPECT_LABELS = "suspect_labels"
+    """Items wrong in nearly every epoch and confidently wrong at the last one: possible label errors."""
+    GENUINE_DEGRADATION = "genuine_degradation"
+    """The loss after temperature scaling rose, or macro F1 fell beyond its interval: real overfitting."""
+    NOISE = "noise"
+    """Every change from the loss minimum to the last epoch lies within its bootstrap interval."""
+
+
 @dataclass(frozen=True)
 class Finding:
-    """One ranked conclusion. `evidence` maps names to numbers; `thresholds` the limits they were held to."""
+    """One ranked conclusion. `evidence` maps names to numbers; `thresholds` the limits they were held to.
+
+    `figure` is the id of the figure that shows the evidence; `item_ids` the validation items it names.
+    """
 
     id: str
     severity: Severity
@@ -28,18 +55,25 @@ class Finding:
     thresholds: dict[str, float] = field(default_factory=dict)
     next_steps: tuple[str, ...] = ()
     figure: str | None = None
+    item_ids: tuple[str, ...] = ()
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN or inf: such values are written as null."""
+    return float(value) if math.isfinite(value) else None
 
 
 def finding_to_json(finding: Finding) -> dict[str, Any]:
-    """The metrics.json form of a finding (schema_version 1)."""
+    """The metrics.json form of a finding (schema_version 1; `item_ids` added without breaking readers)."""
     return {
         "id": finding.id,
         "severity": finding.severity.value,
         "title": finding.title,
         "summary": finding.summary,
         "classes": list(finding.classes),
-        "evidence": {k: float(v) for k, v in finding.evidence.items()},
-        "thresholds": {k: float(v) for k, v in finding.thresholds.items()},
+        "evidence": {k: _number(v) for k, v in finding.evidence.items()},
+        "thresholds": {k: _number(v) for k, v in finding.thresholds.items()},
         "next_steps": list(finding.next_steps),
         "figure": finding.figure,
+        "item_ids": list(finding.item_ids),
     }
