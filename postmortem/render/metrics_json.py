@@ -1,12 +1,17 @@
-"""metrics.json, schema_version 1 (documented in README.md)."""
+"""metrics.json, schema_version 1 (documented in README.md): the contract's fields plus additive extensions."""
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from ..analyze.decomposition import TRANSITIONS
+
 __all__ = ["SCHEMA_VERSION", "metrics_document"]
 
 SCHEMA_VERSION = 1
+# Per-epoch extensions read from analysis.epoch_table(), beside the contract's fields.
+EPOCH_TABLE_FIELDS = ("macro_f1_score", "adaptive_calibration_error", "max_calibration_error", "calibration_loss",
+                      "median_logit_norm", "median_absolute_margin", "flip_rate")
 
 
 def _number(value: float | None) -> float | None:
@@ -14,11 +19,23 @@ def _number(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def metrics_document(analysis, findings: list[dict[str, Any]], skipped: list, extra_epoch_fields=None) -> dict[str, Any]:
-    """The metrics.json content: per-epoch metrics, best epoch, findings and skipped checkpoints."""
+def _decomposition(d, views, classes) -> dict[str, Any]:
+    return {"from_epoch": int(views[d.from_index].epoch), "to_epoch": int(views[d.to_index].epoch),
+            "loss_change": _number(d.loss_change),
+            "by_transition": {t: _number(v) for t, v in zip(TRANSITIONS, d.by_transition)},
+            "by_class": {name: {t: _number(v) for t, v in zip(TRANSITIONS, row)}
+                         for name, row in zip(classes, d.by_class_transition)},
+            "top_1_percent_share": _number(d.top_1_percent_share),
+            "top_5_percent_share": _number(d.top_5_percent_share)}
+
+
+def metrics_document(analysis, findings: list[dict[str, Any]], skipped: list) -> dict[str, Any]:
+    """The metrics.json content: per-epoch metrics, best epoch, findings, skipped checkpoints, and the analyses."""
+    table = analysis.epoch_table()
+    previous = [None] + list(analysis.step_decompositions)
     epochs = []
-    for view in analysis.epochs:
-        m = view.metrics
+    for index, view in enumerate(analysis.epochs):
+        m, c = view.metrics, view.calibration
         entry = {
             "checkpoint": view.checkpoint,
             "epoch": int(view.epoch),
@@ -30,14 +47,21 @@ def metrics_document(analysis, findings: list[dict[str, Any]], skipped: list, ex
             "mean_confidence": _number(m.mean_confidence),
             "temperature": _number(view.temperature),
             "scaled_loss": _number(view.scaled_loss),
+            **{name: _number(float(table[name].iloc[index])) for name in EPOCH_TABLE_FIELDS},
+            "mean_confidence_correct": _number(c.mean_confidence_correct),
+            "mean_confidence_wrong": _number(c.mean_confidence_wrong),
             "confusion_matrix": [[int(x) for x in row] for row in m.confusion],
             "per_class": {
-                name: {"support": c.support, "loss": _number(c.loss), "loss_share": _number(c.loss_share),
-                       "precision": _number(c.precision), "recall": _number(c.recall)}
-                for name, c in zip(analysis.classes, m.per_class)
+                name: {"support": k.support, "loss": _number(k.loss), "loss_share": _number(k.loss_share),
+                       "precision": _number(k.precision), "recall": _number(k.recall)}
+                for name, k in zip(analysis.classes, m.per_class)
             },
+            "change_from_previous": None if previous[index] is None else {
+                "loss_change": _number(previous[index].loss_change),
+                "by_transition": {t: _number(v) for t, v in zip(TRANSITIONS, previous[index].by_transition)}},
         }
         epochs.append(entry)
+    b = analysis.bootstrap
     return {
         "schema_version": SCHEMA_VERSION,
         "classes": list(analysis.classes),
@@ -45,4 +69,16 @@ def metrics_document(analysis, findings: list[dict[str, Any]], skipped: list, ex
         "best_epoch": int(analysis.epochs[analysis.best_loss_index].epoch),
         "findings": findings,
         "skipped": [{"checkpoint": s.checkpoint, "error": s.error} for s in skipped],
+        "decomposition": _decomposition(analysis.decomposition, analysis.epochs, analysis.classes),
+        "bootstrap": {"from_epoch": int(analysis.epochs[b.from_index].epoch),
+                      "to_epoch": int(analysis.epochs[b.to_index].epoch), "n_resamples": b.n_resamples,
+                      "confidence_level": b.confidence_level, "resampled_unit": b.resampled_unit, "n_units": b.n_units,
+                      **{name: {"estimate": _number(i.estimate), "low": _number(i.low), "high": _number(i.high)}
+                         for name, i in (("loss_change", b.loss_change), ("accuracy_change", b.accuracy_change),
+                                         ("macro_f1_change", b.macro_f1_change))}},
+        "checkpoint_choice": [{"criterion": r.criterion, "epoch": int(r.epoch), "checkpoint": r.checkpoint}
+                              for r in analysis.checkpoint_choice.rows],
+        "class_shares": {name: {"frequency_share": _number(f), "weight_share": _number(w)}
+                         for name, f, w in zip(analysis.classes, analysis.class_shares.frequency_share,
+                                               analysis.class_shares.weight_share)},
     }
