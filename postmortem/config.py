@@ -111,6 +111,25 @@ def _as_list(name: str, value: Any, convert) -> tuple | None:
     return result
 
 
+BOOLEAN_OPTIONS = ("no_pdf", "quiet", "trust_checkpoints", "redact")
+STRING_OPTIONS = ("checkpoints", "model", "data", "forward", "predictions", "title", "train_log", "out", "device",
+                  "outputs")
+
+
+def _dashed(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _integer(name: str, value: Any) -> int:
+    """An integer option: an int, or a string of one (never a bool or a fractional number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError(f"option '{_dashed(name)}': expected an integer, got {value!r}")
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ConfigError(f"option '{_dashed(name)}': expected an integer, got {value!r}") from exc
+
+
 def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str, Any]) -> ReportConfig:
     """Merge postmortem.toml options with flags (flags win) and check every value once."""
     merged = {**file_options, **{k: v for k, v in flag_options.items() if v is not None}}
@@ -125,11 +144,14 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
         raise ConfigError(f"option 'class-names': names must be unique, got {list(names)}")
     if names is not None and weights is not None and len(names) != len(weights):
         raise ConfigError(f"options 'class-names' and 'class-weights' disagree: {len(names)} names, {len(weights)} weights")
-    try:
-        ignore_index = int(merged.get("ignore_index", -100))
-        batch_size = int(merged.get("batch_size", 512))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"option 'ignore-index' or 'batch-size' is not an integer ({exc})") from exc
+    ignore_index = _integer("ignore_index", merged.get("ignore_index", -100))
+    batch_size = _integer("batch_size", merged.get("batch_size", 512))
+    for name in BOOLEAN_OPTIONS:
+        if name in merged and not isinstance(merged[name], bool):
+            raise ConfigError(f"option '{_dashed(name)}': expected true or false, got {merged[name]!r}")
+    for name in STRING_OPTIONS:
+        if merged.get(name) is not None and not isinstance(merged[name], (str, Path)):
+            raise ConfigError(f"option '{_dashed(name)}': expected a string, got {merged[name]!r}")
     paper = str(merged.get("paper", "a4")).lower()
     if paper not in PAPER_SIZES:
         raise ConfigError(f"option 'paper': expected one of {', '.join(PAPER_SIZES)}, got {paper!r}")

@@ -6,10 +6,12 @@
     │   ├── CheckpointError         one checkpoint cannot be read or does not fit the model
     │   │   └── UnsafeCheckpointError   its pickle would run code; refused without --trust-checkpoints
     │   ├── DataError               the validation set or a model's outputs do not fit together
+    │   │   └── NonFiniteOutputsError   a checkpoint's outputs hold NaN or inf for some counted items
     │   └── UserCodeError           the user's spec code raised; carries the tail of its traceback
     └── CacheError                  a cache entry is unreadable (recomputed, never fatal)
 
-A CheckpointError or DataError raised for one checkpoint skips that checkpoint, not the run.
+A CheckpointError or DataError raised for one checkpoint skips that checkpoint, not the run; when
+every checkpoint fails, the run stops with exit status 2. A UserCodeError stops the run at once.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ __all__ = [
     "CheckpointError",
     "UnsafeCheckpointError",
     "DataError",
+    "NonFiniteOutputsError",
     "UserCodeError",
     "CacheError",
 ]
@@ -47,6 +50,16 @@ class UnsafeCheckpointError(CheckpointError):
 
 class DataError(InputError):
     """The validation data, or a model's outputs for it, have the wrong shape or values."""
+
+
+class NonFiniteOutputsError(DataError):
+    """Some counted items' outputs are NaN or inf; `n_nonfinite` of `n_counted` items (that epoch is skipped)."""
+
+    def __init__(self, message: str, n_nonfinite: int = 0, n_counted: int = 0, epoch: int | None = None):
+        super().__init__(message)
+        self.n_nonfinite = n_nonfinite
+        self.n_counted = n_counted
+        self.epoch = epoch
 
 
 class UserCodeError(InputError):

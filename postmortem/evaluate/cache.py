@@ -1,6 +1,7 @@
 """Evaluation cache: one .npz per checkpoint under OUT/cache, keyed by checkpoint content and settings."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -16,7 +17,7 @@ from .records import ITEM_SCALARS, EpochRecords, ItemTable
 
 __all__ = ["CachedEpoch", "EvaluationCache", "CACHE_FORMAT"]
 
-CACHE_FORMAT = 1   # bump when EpochRecords change meaning, so old entries are recomputed
+CACHE_FORMAT = 2   # bump when EpochRecords or metadata change meaning, so old entries are recomputed
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,24 @@ class CachedEpoch:
     metadata: dict[str, Any]
 
 
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over every array's name, dtype, shape and bytes: a changed or partial entry fails it."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}{value.dtype.str}{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
 class EvaluationCache:
-    """Reads and writes cached evaluations; a corrupt entry reads as a miss and is rewritten."""
+    """Reads and writes cached evaluations; a corrupt entry reads as a miss, is noted in `problems`,
+    and is recomputed and rewritten by the caller."""
 
     def __init__(self, directory: Path, settings_key: str):
         self.directory = directory
         self.settings_key = settings_key
+        self.problems: list[str] = []
 
     def path_for(self, content_sha256: str) -> Path:
         return self.directory / f"{content_sha256[:32]}-{self.settings_key[:16]}.npz"
@@ -44,7 +57,8 @@ class EvaluationCache:
             return None
         try:
             return self._read(path)
-        except CacheError:
+        except CacheError as exc:
+            self.problems.append(f"cache entry recomputed: {exc}")
             return None
 
     @staticmethod
@@ -54,29 +68,37 @@ class EvaluationCache:
                 meta = json.loads(bytes(archive["meta"]).decode())
                 if meta.get("format") != CACHE_FORMAT:
                     raise CacheError(f"{path}: cache format {meta.get('format')} is not {CACHE_FORMAT}")
+                arrays = {name: archive[name] for name in (*ITEM_SCALARS, "labels", "ids", "groups")}
                 records = EpochRecords(n_classes=int(meta["n_classes"]), temperature=float(meta["temperature"]),
                                        scaled_loss=float(meta["scaled_loss"]),
-                                       **{name: archive[name] for name in ITEM_SCALARS})
-                items = ItemTable(labels=archive["labels"], ids=archive["ids"], groups=archive["groups"])
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
-            raise CacheError(f"{path}: unreadable cache entry ({exc})") from exc
+                                       **{name: arrays[name] for name in ITEM_SCALARS})
+                items = ItemTable(labels=arrays["labels"], ids=arrays["ids"], groups=arrays["groups"])
+                expected = meta["digest"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError) as exc:
+            raise CacheError(f"{path}: unreadable cache entry ({type(exc).__name__}: {exc})") from exc
+        if _digest(arrays) != expected:
+            raise CacheError(f"{path}: cache entry does not match its checksum")
         lengths = {len(items.labels), *(len(getattr(records, name)) for name in ITEM_SCALARS)}
         if len(lengths) != 1:
             raise CacheError(f"{path}: arrays of different lengths")
+        n = records.n_classes
+        if len(items.labels) and not (items.labels.min() >= 0 and items.labels.max() < n
+                                      and records.pred.min() >= 0 and records.pred.max() < n):
+            raise CacheError(f"{path}: labels or predictions outside [0, {n})")
         return CachedEpoch(items, records, meta["metadata"])
 
     def store(self, content_sha256: str, entry: CachedEpoch) -> None:
         """Write atomically: a temporary file in the same folder, then a rename."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        arrays = {"labels": entry.items.labels, "ids": entry.items.ids.astype(str), "groups": entry.items.groups,
+                  **entry.records.arrays()}
         meta = {"format": CACHE_FORMAT, "n_classes": entry.records.n_classes,
                 "temperature": entry.records.temperature, "scaled_loss": entry.records.scaled_loss,
-                "metadata": entry.metadata}
-        handle, tmp_name = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+                "metadata": entry.metadata, "digest": _digest(arrays)}
+        handle, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                         labels=entry.items.labels, ids=entry.items.ids.astype(str), groups=entry.items.groups,
-                         **entry.records.arrays())
+                np.savez(stream, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
             os.replace(tmp_name, self.path_for(content_sha256))
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)

@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import CheckpointError, DataError
 from ..load.checkpoints import CheckpointFile, LoadedCheckpoint, fit_state_dict
 from ..load.data import batch_fields
-from ..load.spec import UserCallable
+from ..load.spec import UserCallable, call_user_code
 from .records import OutputsAccumulator, detect_output_kind
 
 __all__ = ["to_device", "prepare_model", "run_checkpoint"]
@@ -41,7 +41,11 @@ def prepare_model(loaded: LoadedCheckpoint, checkpoint: CheckpointFile,
     if not isinstance(model, torch.nn.Module):
         raise CheckpointError(f"{build_model.reference}: returned a {type(model).__name__}, not a torch.nn.Module")
     state = fit_state_dict(loaded.state_dict, model.state_dict(), checkpoint.weights)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{checkpoint.weights}: weights do not load into the model ({first})") from exc
     return model.to(device).eval()
 
 
@@ -56,14 +60,21 @@ def _model_outputs(output: Any) -> Any:
     return output
 
 
-def _default_forward(model: Any, batch: Any) -> tuple[Any, Any, Any]:
-    inputs, labels, mask, _, _ = batch_fields(batch)
+def _call_model(model: Any, inputs: Any) -> Any:
     if isinstance(inputs, dict):
-        output = model(**inputs)
-    elif isinstance(inputs, (list, tuple)):
-        output = model(*inputs)
-    else:
-        output = model(inputs)
+        return model(**inputs)
+    if isinstance(inputs, (list, tuple)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def _default_forward(model: Any, batch: Any, data_source: str = "validation data") -> tuple[Any, Any, Any]:
+    """model(inputs) with labels and mask from the batch; the model's own errors are the user's code."""
+    try:
+        inputs, labels, mask, _, _ = batch_fields(batch)
+    except DataError as exc:
+        raise DataError(f"{data_source}: {exc}") from exc
+    output = call_user_code(f"{type(model).__name__}.forward on a batch of {data_source}", _call_model, model, inputs)
     return _model_outputs(output), labels, mask
 
 
@@ -72,7 +83,8 @@ def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None,
     """Forward every batch in eval mode under inference_mode; returns the output kind used (auto resolved)."""
     import torch
 
-    call: Callable[[Any, Any], Any] = forward if forward is not None else _default_forward
+    call: Callable[[Any, Any], Any] = forward if forward is not None else \
+        (lambda m, b: _default_forward(m, b, accumulator.source))
     resolved = output_kind
     with torch.inference_mode():
         for batch in batches:
@@ -85,10 +97,12 @@ def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None,
             if outputs.ndim < 2:
                 raise DataError(f"{accumulator.source}: model outputs of shape {tuple(outputs.shape)}; "
                                 "expected (B, C) or (B, T, C) class scores")
-            if resolved == "auto":
-                resolved = detect_output_kind(outputs[:64].detach().double().cpu().numpy())
+            kind = resolved
+            if resolved == "auto":   # decided on the first counted rows: padded rows may hold anything
+                sample = _counted_rows(outputs, labels, mask, accumulator.ignore_index)
+                kind = resolved = detect_output_kind(sample[:256]) if len(sample) else "auto"
             scores = outputs.double()
-            if resolved == "probs":
+            if kind == "probs":
                 scores = scores.log()
             # NaN or +inf anywhere, or a row of only -inf, has no probabilities; -inf alone is a probability of 0.
             nonfinite = scores.isnan().any(dim=-1) | scores.isposinf().any(dim=-1) | scores.isneginf().all(dim=-1)
@@ -98,7 +112,19 @@ def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None,
             accumulator.add(log_probs.cpu().numpy(), _as_numpy(labels), None if mask is None else _as_numpy(mask),
                             ids=_as_list(ids), groups=None if groups is None else _as_numpy(groups),
                             nonfinite_rows=nonfinite.cpu().numpy())
-    return resolved
+    return resolved if resolved != "auto" else "logits"
+
+
+def _counted_rows(outputs: Any, labels: Any, mask: Any, ignore_index: int) -> np.ndarray:
+    """The (n, C) output rows of the items that count (mask != 0, label != ignore_index), as float64."""
+    values = outputs.detach().double().cpu().numpy()
+    labels = _as_numpy(labels)
+    if values.shape[:-1] != labels.shape:
+        return values.reshape(-1, values.shape[-1])[:0]   # the accumulator reports the shape error
+    counted = labels != ignore_index
+    if mask is not None and _as_numpy(mask).shape == labels.shape:
+        counted &= _as_numpy(mask) != 0
+    return values[counted]
 
 
 def _as_numpy(value: Any) -> np.ndarray:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..analyze.temperature import crossfit_temperature
-from ..errors import DataError
+from ..errors import DataError, NonFiniteOutputsError
 
 __all__ = ["ItemTable", "EpochRecords", "OutputsAccumulator", "log_softmax64", "detect_output_kind", "reduce_log_probs"]
 
@@ -123,6 +123,7 @@ class OutputsAccumulator:
     _groups: list = field(default_factory=list)
     _n_seen: int = 0
     n_nonfinite: int = 0
+    batch_counts: list = field(default_factory=list)   # counted items per batch, in order
 
     def add(self, log_probs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None,
             ids: list | np.ndarray | None = None, groups: np.ndarray | None = None,
@@ -135,17 +136,27 @@ class OutputsAccumulator:
         if mask is not None and np.asarray(mask).shape != labels.shape:
             raise DataError(f"{self.source}: mask of shape {tuple(np.asarray(mask).shape)} does not match "
                             f"labels of shape {tuple(labels.shape)}")
+        if labels.dtype.kind == "b" or labels.dtype.kind not in "iuf":
+            raise DataError(f"{self.source}: labels must be integer class indices, got dtype {labels.dtype}")
+        if labels.dtype.kind == "f":
+            if not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
+                odd = labels[~np.isfinite(labels) | (labels != np.round(labels))][:3].tolist()
+                raise DataError(f"{self.source}: labels must be integer class indices, got values such as "
+                                f"{odd} (soft or one-hot labels are not supported)")
+            labels = labels.astype(np.int64)
         counted = labels != self.ignore_index
         if mask is not None:
             counted &= np.asarray(mask) != 0
         n_classes = log_probs.shape[-1]
         bad = counted & ((labels < 0) | (labels >= n_classes))
         if bad.any():
-            values = sorted(set(labels[bad].tolist()))[:5]
-            raise DataError(f"{self.source}: labels {values} are outside [0, {n_classes}) "
-                            f"and are not ignore_index ({self.ignore_index})")
+            values = ", ".join(str(v) for v in sorted(set(labels[bad].tolist()))[:5])
+            raise DataError(f"{self.source}: {int(bad.sum())} counted label(s) outside [0, {n_classes}) "
+                            f"(values {values}); the model outputs {n_classes} classes, and only "
+                            f"ignore_index ({self.ignore_index}) or a mask of 0 may mark items that do not count")
         if nonfinite_rows is not None:
             self.n_nonfinite += int((nonfinite_rows & counted).sum())
+        self.batch_counts.append(int(counted.sum()))
         batch_ids, batch_groups = self._item_keys(labels.shape, ids, groups)
         self._log_probs.append(log_probs[counted])
         self._labels.append(labels[counted].astype(np.int64))
@@ -177,7 +188,9 @@ class OutputsAccumulator:
         if not self._labels or sum(len(x) for x in self._labels) == 0:
             raise DataError(f"{self.source}: no items count (every label is masked out or equals ignore_index)")
         if self.n_nonfinite:
-            raise DataError(f"{self.source}: {self.n_nonfinite} counted items have NaN or inf outputs")
+            total = sum(self.batch_counts)
+            raise NonFiniteOutputsError(f"{self.source}: {self.n_nonfinite} of {total} counted items have NaN "
+                                        "or inf outputs", n_nonfinite=self.n_nonfinite, n_counted=total)
         log_probs = np.concatenate(self._log_probs)
         labels = np.concatenate(self._labels)
         n_classes = log_probs.shape[1]

@@ -1,23 +1,25 @@
 """Evaluate every checkpoint of a run (or read saved predictions) into cached per-item records."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
-from .. import __version__
 from ..config import ReportConfig
-from ..errors import ConfigError, DataError, InputError
-from ..load.checkpoints import CheckpointFile, discover_checkpoints, file_sha256, order_checkpoints
+from ..errors import ConfigError, DataError, InputError, NonFiniteOutputsError, UserCodeError
+from ..load.checkpoints import (ORDER_KEYS, CheckpointFile, choose_order_key, discover_checkpoints, file_sha256,
+                                last_integer, order_checkpoints)
 from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache
 from .records import EpochRecords, ItemTable, OutputsAccumulator, detect_output_kind, log_softmax64
 
-__all__ = ["EvaluatedEpoch", "Skipped", "Evaluation", "evaluate_run"]
+__all__ = ["EvaluatedEpoch", "Skipped", "NonFiniteEpoch", "Evaluation", "evaluate_run"]
 
 PREDICTION_SUFFIXES = (".npz", ".pt")
 
@@ -37,8 +39,21 @@ class EvaluatedEpoch:
 
 @dataclass(frozen=True)
 class Skipped:
+    """A checkpoint left out of the report, and the one-line reason (written to metrics.json 'skipped')."""
+
     checkpoint: str
     error: str
+    epoch: int | None = None          # its order value when it could be read, else None
+
+
+@dataclass(frozen=True)
+class NonFiniteEpoch:
+    """A checkpoint skipped because `n_nonfinite` of its `n_counted` items had NaN or inf outputs."""
+
+    checkpoint: str
+    epoch: int | None
+    n_nonfinite: int
+    n_counted: int
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,11 @@ class Evaluation:
     data_fingerprint: str
     mode: str                                   # "model" or "predictions"
     notes: list[str] = field(default_factory=list)
+    order_key: str = "epoch"                    # where epoch numbers came from: epoch, global_step, step or name
+    nonfinite: list[NonFiniteEpoch] = field(default_factory=list)
+    train_log: Any = None                       # pandas DataFrame from load.train_log.read_train_log, or None
+    train_log_source: str | None = None         # the file it was read from
+    batch_counts: tuple[int, ...] = ()          # counted items per validation batch, in order
 
 
 def _progress(total: int, quiet: bool):
@@ -70,19 +90,66 @@ def _settings_key(**parts: Any) -> str:
 
 
 def evaluate_run(config: ReportConfig) -> Evaluation:
-    """Evaluate the run named by `config`; one bad checkpoint is skipped and reported, never fatal."""
-    if config.predictions:
-        return _evaluate_predictions(config)
-    return _evaluate_checkpoints(config)
+    """Evaluate the run named by `config`; one bad checkpoint is skipped and reported, never fatal.
+
+    Fatal (InputError, exit 2): no checkpoints, a bad option, code in the user's spec that raises, an
+    unreadable --train-log, and every checkpoint failing (one message when they all failed alike).
+    """
+    train_log, train_log_source = _explicit_train_log(config)
+    evaluation = _evaluate_predictions(config) if config.predictions else _evaluate_checkpoints(config)
+    if train_log is None and evaluation.mode == "model":
+        train_log, train_log_source, note = _trainer_state_log(evaluation)
+        if note:
+            evaluation.notes.append(note)
+    return dataclasses.replace(evaluation, train_log=train_log, train_log_source=train_log_source)
+
+
+def _explicit_train_log(config: ReportConfig):
+    if not config.train_log:
+        return None, None
+    from ..load.train_log import read_train_log
+    return read_train_log(Path(config.train_log)), config.train_log
+
+
+def _trainer_state_log(evaluation: Evaluation):
+    """The loss history a Hugging Face Trainer logged in the newest checkpoint folder's trainer_state.json."""
+    from ..load.train_log import read_train_log
+
+    for epoch in reversed(evaluation.epochs):
+        state_file = Path(epoch.path) / "trainer_state.json"
+        if state_file.is_file():
+            try:
+                return read_train_log(state_file), str(state_file), None
+            except InputError as exc:
+                return None, None, f"training log not shown: {exc}"
+    return None, None, None
+
+
+def _provisional_epoch(source: CheckpointFile, metadata: dict[str, Any]) -> tuple[str, int | None]:
+    """The order key and value one checkpoint would get on its own (for messages before ordering)."""
+    for key in ORDER_KEYS:
+        if key in metadata:
+            return key, int(metadata[key])
+    return "epoch", last_integer(source.path.stem if source.path.is_file() else source.name)
+
+
+def _nonfinite_error(exc: NonFiniteOutputsError, source: CheckpointFile, metadata: dict[str, Any]) -> NonFiniteOutputsError:
+    key, value = _provisional_epoch(source, metadata)
+    where = f"{key} {value}: " if value is not None else ""
+    error = NonFiniteOutputsError(
+        f"{source.path}: {where}{exc.n_nonfinite} of {exc.n_counted} counted items have NaN or inf outputs "
+        "(diverged training, or an overflow in float16?); this checkpoint is left out",
+        n_nonfinite=exc.n_nonfinite, n_counted=exc.n_counted, epoch=value)
+    return error
 
 
 def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: EvaluationCache,
              compute: Callable[[CheckpointFile], CachedEpoch], mode: str, data_source: str,
              data_fingerprint: str) -> Evaluation:
-    """Shared loop: cache look-up, compute on a miss, consistency checks, ordering, skipped list."""
+    """Shared loop: cache look-up, compute on a miss, then consistency checks, ordering and duplicates."""
     done: list[tuple[CheckpointFile, CachedEpoch, str, bool]] = []
     skipped: list[Skipped] = []
-    items: ItemTable | None = None
+    nonfinite: list[NonFiniteEpoch] = []
     with _progress(len(sources), config.quiet) as bar:
         for source in sources:
             bar.set_postfix_str(source.name)
@@ -94,47 +161,103 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
                     entry = compute(source)
                     if sha:
                         cache.store(sha, entry)
-                items = _check_consistent(items, entry, source, done)
                 done.append((source, entry, sha, from_cache))
-            except ConfigError:
+            except (ConfigError, UserCodeError):
                 raise
+            except NonFiniteOutputsError as exc:
+                nonfinite.append(NonFiniteEpoch(source.name, exc.epoch, exc.n_nonfinite, exc.n_counted))
+                skipped.append(Skipped(source.name, str(exc), exc.epoch))
             except InputError as exc:
                 skipped.append(Skipped(source.name, str(exc)))
+            except OSError as exc:   # a checkpoint unreadable on disk (permissions, I/O error)
+                skipped.append(Skipped(source.name, f"{source.path}: cannot be read ({exc.strerror or exc})"))
             bar.update(1)
+    done = _agreeing_class_count(done, skipped)
     if not done:
-        first = skipped[0].error if skipped else "no checkpoints"
-        raise InputError(first if len(skipped) == 1 else f"all {len(skipped)} checkpoints failed; the first: {first}")
+        raise InputError(_all_failed_message(skipped))
     ordered = order_checkpoints([(source, entry.metadata) for source, entry, _, _ in done])
     by_name = {source.name: (entry, sha, cached) for source, entry, sha, cached in done}
-    epochs = [EvaluatedEpoch(source.name, str(source.path), by_name[source.name][1], epoch,
-                             by_name[source.name][0].metadata.get("output_kind", config.outputs),
-                             by_name[source.name][0].records, by_name[source.name][2])
-              for source, epoch in ordered]
+    epochs, seen_sha, seen_meta = [], {}, {}
+    for source, epoch in ordered:
+        entry, sha, cached = by_name[source.name]
+        twin = _duplicate_of(entry, sha, seen_sha, seen_meta)
+        if twin is not None:
+            skipped.append(Skipped(source.name, f"{source.path}: {twin}; left out as a duplicate", epoch))
+            continue
+        seen_sha.setdefault(sha, source.name)
+        seen_meta.setdefault(_order_signature(entry.metadata), []).append((source.name, entry))
+        epochs.append(EvaluatedEpoch(source.name, str(source.path), sha, epoch,
+                                     entry.metadata.get("output_kind", config.outputs), entry.records, cached))
+    items = by_name[epochs[0].checkpoint][0].items
+    for epoch in epochs[1:]:
+        other = by_name[epoch.checkpoint][0].items
+        if len(other.labels) != len(items.labels) or not np.array_equal(other.labels, items.labels):
+            raise DataError(f"{epoch.path}: scores {len(other.labels)} items whose labels differ from the "
+                            f"{len(items.labels)} items of {epochs[0].checkpoint}; every checkpoint must see "
+                            "the same validation items in the same order (is the data or forward() random?)")
     n_classes = epochs[0].records.n_classes
     class_weights = np.ones(n_classes) if config.class_weights is None else np.asarray(config.class_weights, float)
+    first_meta = by_name[epochs[0].checkpoint][0].metadata
     return Evaluation(items=items, epochs=epochs, skipped=skipped, n_classes=n_classes,
                       item_weights=class_weights[items.labels], class_weights=class_weights,
-                      data_source=data_source, data_fingerprint=data_fingerprint, mode=mode)
+                      data_source=data_source, data_fingerprint=data_fingerprint, mode=mode,
+                      notes=list(cache.problems),
+                      order_key=choose_order_key([by_name[e.checkpoint][0].metadata for e in epochs]),
+                      nonfinite=nonfinite, batch_counts=tuple(int(n) for n in first_meta.get("batch_counts", ())))
 
 
-def _check_consistent(items: ItemTable | None, entry: CachedEpoch, source: CheckpointFile,
-                      done: list) -> ItemTable:
-    """Every epoch must score the same items with the same number of classes."""
-    if items is None:
-        return entry.items
-    first_name, first = done[0][0].name, done[0][1]
-    if entry.records.n_classes != first.records.n_classes:
-        raise DataError(f"{source.path}: outputs have {entry.records.n_classes} classes, "
-                        f"but {first_name} has {first.records.n_classes}")
-    if len(entry.items.labels) != len(items.labels) or not np.array_equal(entry.items.labels, items.labels):
-        raise DataError(f"{source.path}: scores {len(entry.items.labels)} items whose labels differ from "
-                        f"the {len(items.labels)} items of {first_name}")
-    return items
+def _order_signature(metadata: dict[str, Any]) -> tuple:
+    return tuple((key, metadata[key]) for key in ORDER_KEYS if key in metadata)
+
+
+def _duplicate_of(entry: CachedEpoch, sha: str, seen_sha: dict, seen_meta: dict) -> str | None:
+    """Why a checkpoint repeats one already kept (Lightning's last.ckpt beside epoch=N-step=M.ckpt), or None."""
+    if sha and sha in seen_sha:
+        return f"same content as {seen_sha[sha]}"
+    signature = _order_signature(entry.metadata)
+    if signature:
+        for name, other in seen_meta.get(signature, []):
+            if np.array_equal(other.records.nll, entry.records.nll) and np.array_equal(other.records.pred, entry.records.pred):
+                stored = ", ".join(f"{k} {v}" for k, v in signature)
+                return f"same {stored} and the same predictions as {name}"
+    return None
+
+
+def _agreeing_class_count(done: list, skipped: list[Skipped]) -> list:
+    """Keep the checkpoints with the most common number of classes; skip the others, naming both counts."""
+    counts: dict[int, list[str]] = {}
+    for source, entry, _, _ in done:
+        counts.setdefault(entry.records.n_classes, []).append(source.name)
+    if len(counts) <= 1:
+        return done
+    keep = max(counts, key=lambda c: (len(counts[c]), -min(i for i, d in enumerate(done) if d[1].records.n_classes == c)))
+    majority = counts[keep]
+    examples = ", ".join(majority[:3]) + (", ..." if len(majority) > 3 else "")
+    for source, entry, _, _ in done:
+        if entry.records.n_classes != keep:
+            skipped.append(Skipped(source.name, f"{source.path}: outputs have {entry.records.n_classes} classes, "
+                                   f"but {len(majority)} other checkpoint(s) ({examples}) have {keep}; the "
+                                   "checkpoints of one run must agree on the number of classes"))
+    return [d for d in done if d[1].records.n_classes == keep]
+
+
+def _all_failed_message(skipped: list[Skipped]) -> str:
+    """One line when every checkpoint failed: the shared message when they all failed alike."""
+    if not skipped:
+        return "no checkpoints could be evaluated"
+    errors = [s.error for s in skipped]
+    if len(errors) == 1:
+        return errors[0]
+    alike = {s.error.replace(s.checkpoint, "\0") for s in skipped}
+    if len(alike) == 1:
+        return f"{errors[0]} (the same for all {len(errors)} checkpoints)"
+    return f"all {len(skipped)} checkpoints failed; the first: {errors[0]}"
 
 
 def _check_class_count(config: ReportConfig, n_classes: int, where: str) -> None:
     if config.class_names is not None and len(config.class_names) != n_classes:
-        raise DataError(f"{where}: outputs have {n_classes} classes but {len(config.class_names)} class names were given")
+        raise DataError(f"{where}: outputs have {n_classes} classes but {len(config.class_names)} class names "
+                        f"were given ({', '.join(config.class_names[:5])}{', ...' if len(config.class_names) > 5 else ''})")
 
 
 # ----------------------------------------------------------------------------- model mode
@@ -144,10 +267,11 @@ def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
     from ..load.spec import DEFAULT_SPEC_FILE, resolve_callable
     from .model_runner import prepare_model, run_checkpoint, to_device
 
+    _check_device(config.device)
     spec_file = config.run / DEFAULT_SPEC_FILE
     build_model = _spec_callable(config.model, spec_file, "build_model", "model", resolve_callable)
     forward = _spec_callable(config.forward, spec_file, "forward", "forward", resolve_callable)
-    data = load_validation_data(config.data, config.run, spec_file, config.batch_size)
+    data = load_validation_data(config.data, config.run, spec_file, config.batch_size, trust=config.trust_checkpoints)
     exclude = [config.out_dir] + ([Path(config.data)] if config.data and Path(config.data).is_file() else [])
     sources = discover_checkpoints(config.checkpoints, config.run, exclude)
     batches = to_device(data.batches, config.device) if config.device != "cpu" else data.batches
@@ -158,14 +282,33 @@ def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
     def compute(source: CheckpointFile) -> CachedEpoch:
         loaded = read_checkpoint(source, trust=config.trust_checkpoints, map_location=config.device)
         model = prepare_model(loaded, source, build_model, config.device)
-        accumulator = OutputsAccumulator(config.class_weights, config.ignore_index, str(source.path))
+        accumulator = OutputsAccumulator(config.class_weights, config.ignore_index, data.source)
         kind = run_checkpoint(model, batches, forward, config.outputs, accumulator)
-        items, records = accumulator.finish()
+        try:
+            items, records = accumulator.finish()
+        except NonFiniteOutputsError as exc:
+            raise _nonfinite_error(exc, source, loaded.metadata) from exc
         _check_class_count(config, records.n_classes, str(source.path))
-        return CachedEpoch(items, records, {**loaded.metadata, "output_kind": kind})
+        return CachedEpoch(items, records, {**loaded.metadata, "output_kind": kind,
+                                            "batch_counts": accumulator.batch_counts})
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
     return _collect(config, sources, cache, compute, "model", data.source, data.fingerprint)
+
+
+def _check_device(device: str) -> None:
+    """--device names a device this torch can use (checked once, before any checkpoint is read)."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"option 'device': {device!r} is not a torch device (cpu, cuda, cuda:1, mps)") from exc
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(kind, True):
+        raise ConfigError(f"option 'device': {device!r} is not available to this torch {torch.__version__} "
+                          "(checkpoints saved on a GPU load on the CPU: leave --device at cpu)")
 
 
 def _spec_callable(reference: str | None, spec_file: Path, default_name: str, what: str, resolve):
@@ -186,27 +329,31 @@ def _defines(spec_file: Path, name: str) -> bool:
         tree = ast.parse(spec_file.read_text(encoding="utf-8"))
     except (SyntaxError, UnicodeDecodeError) as exc:
         raise InputError(f"{spec_file}: not valid Python ({exc})") from exc
-    return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Assign)) and
-               (getattr(node, "name", None) == name or
-                any(getattr(t, "id", None) == name for t in getattr(node, "targets", [])))
-               for node in tree.body)
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and \
+                any((alias.asname or alias.name.split(".")[0]) == name for alias in node.names):
+            return True
+    return False
 
 
 # ----------------------------------------------------------------------------- predictions mode
-def _read_prediction_file(path: Path) -> dict[str, Any]:
+def _read_prediction_file(path: Path, trust: bool = False) -> dict[str, Any]:
     """A predictions file: 'outputs' (N, C) or (N, T, C), 'labels', optional 'mask', 'ids', 'epoch'."""
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as archive:
                 content = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: not a readable .npz predictions file ({exc})") from exc
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{path}: not a readable .npz predictions file, truncated or corrupt? ({exc})") from exc
     else:
-        import torch
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch.load raises many unrelated types for a bad file
-            raise DataError(f"{path}: not a readable .pt predictions file ({str(exc).splitlines()[0]})") from exc
+        from ..load.checkpoints import load_torch_file
+        raw = load_torch_file(path, trust=trust)
         if not isinstance(raw, dict):
             raise DataError(f"{path}: expected a dict with 'outputs' and 'labels', got {type(raw).__name__}")
         content = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in raw.items()}
@@ -228,22 +375,38 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
                              weights=config.class_weights)
 
     def compute(source: CheckpointFile) -> CachedEpoch:
-        content = _read_prediction_file(source.path)
+        content = _read_prediction_file(source.path, config.trust_checkpoints)
         outputs = np.asarray(content["outputs"])
         if outputs.ndim < 2:
             raise DataError(f"{source.path}: 'outputs' of shape {outputs.shape}; expected (N, C) or (N, T, C)")
-        kind = detect_output_kind(outputs[:64]) if config.outputs == "auto" else config.outputs
+        kind = config.outputs
+        if kind == "auto":   # decided on counted rows only: padded rows may hold anything
+            labels = np.asarray(content["labels"])
+            counted = labels != config.ignore_index
+            if content.get("mask") is not None and np.asarray(content["mask"]).shape == labels.shape:
+                counted &= np.asarray(content["mask"]) != 0
+            sample = outputs[counted] if outputs.shape[:-1] == labels.shape else outputs.reshape(-1, outputs.shape[-1])
+            kind = detect_output_kind(sample[:256]) if len(sample) else "logits"
         with np.errstate(invalid="ignore", divide="ignore"):
             scores = np.log(outputs.astype(np.float64)) if kind == "probs" else outputs.astype(np.float64)
         nonfinite = np.isnan(scores).any(-1) | np.isposinf(scores).any(-1) | np.isneginf(scores).all(-1)
         accumulator = OutputsAccumulator(config.class_weights, config.ignore_index, str(source.path))
         ids = content.get("ids")
-        accumulator.add(log_softmax64(scores, "logits"), content["labels"], content.get("mask"),
+        metadata = {k: int(np.asarray(content[k])) for k in ORDER_KEYS if k in content and np.asarray(content[k]).size == 1}
+        mask = content.get("mask")
+        if mask is not None and np.asarray(mask).shape != np.asarray(content["labels"]).shape:
+            raise DataError(f"{source.path}: 'mask' of shape {np.asarray(mask).shape} does not match 'labels' of "
+                            f"shape {np.asarray(content['labels']).shape}")
+        with np.errstate(invalid="ignore", over="ignore"):
+            log_probs = log_softmax64(scores, "logits")
+        accumulator.add(log_probs, content["labels"], mask,
                         ids=None if ids is None else list(np.asarray(ids).tolist()), nonfinite_rows=nonfinite)
-        items, records = accumulator.finish()
+        try:
+            items, records = accumulator.finish()
+        except NonFiniteOutputsError as exc:
+            raise _nonfinite_error(exc, source, metadata) from exc
         _check_class_count(config, records.n_classes, str(source.path))
-        metadata = {k: int(np.asarray(content[k])) for k in ("epoch", "global_step", "step") if k in content}
-        return CachedEpoch(items, records, {**metadata, "output_kind": kind})
+        return CachedEpoch(items, records, {**metadata, "output_kind": kind, "batch_counts": accumulator.batch_counts})
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
     return _collect(config, sources, cache, compute, "predictions", str(root), "")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import DataError, InputError
+from ..errors import CheckpointError, DataError, InputError, UnsafeCheckpointError
 from .spec import UserCallable, call_user_code, resolve_callable
 
 __all__ = ["ValidationData", "load_validation_data", "batch_fields", "fingerprint_batches"]
@@ -89,9 +89,12 @@ def _batches_from_mapping(content: dict, path: Path, batch_size: int) -> list[di
             for start in range(0, n, batch_size)]
 
 
-def _read_data_file(path: Path, batch_size: int) -> list[Any]:
+def _read_data_file(path: Path, batch_size: int, trust: bool = False) -> list[Any]:
+    import zipfile
+
     import numpy as np
-    import torch
+
+    from .checkpoints import load_torch_file
 
     if not path.is_file():
         raise InputError(f"{path}: validation data file not found")
@@ -99,13 +102,15 @@ def _read_data_file(path: Path, batch_size: int) -> list[Any]:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 content = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{path}: not a readable .npz file, truncated or corrupt? ({exc})") from exc
         return _batches_from_mapping(content, path, batch_size)
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many unrelated types for a bad file
-        raise DataError(f"{path}: not a readable .pt data file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+        content = load_torch_file(path, trust=trust, what=".pt data file")
+    except UnsafeCheckpointError:
+        raise
+    except CheckpointError as exc:
+        raise DataError(str(exc)) from exc
     if isinstance(content, dict):
         return _batches_from_mapping(content, path, batch_size)
     if isinstance(content, (list, tuple)) and content:
@@ -136,27 +141,43 @@ def _batches_from_factory(factory: UserCallable, batch_size: int) -> list[Any]:
     return batches
 
 
-def load_validation_data(reference: str | None, run: Path, spec_file: Path, batch_size: int) -> ValidationData:
-    """Read --data (a .pt/.npz file or FILE.py:FUNC), default RUN/postmortem_spec.py:val_data."""
+def load_validation_data(reference: str | None, run: Path, spec_file: Path, batch_size: int,
+                         trust: bool = False) -> ValidationData:
+    """Read --data (a .pt/.npz file or FILE.py:FUNC), default RUN/postmortem_spec.py:val_data.
+
+    A .pt file is read with torch.load(weights_only=True) unless `trust` (--trust-checkpoints).
+    """
     if reference is None:
         if not spec_file.is_file():
             raise InputError(f"{run}: no validation data: pass --data FILE.pt|FILE.npz|FILE.py:FUNC "
                              f"or define val_data() in {spec_file.name}")
         reference = f"{spec_file}:val_data"
     if Path(reference).suffix in (".pt", ".npz"):
-        batches = _read_data_file(Path(reference), batch_size)
+        batches = _read_data_file(Path(reference), batch_size, trust)
     else:
         batches = _batches_from_factory(resolve_callable(reference, "validation data"), batch_size)
     return ValidationData(batches=batches, source=reference, fingerprint=fingerprint_batches(batches))
 
 
+BATCH_META_KEYS = ("labels", "mask", "ids", "groups")
+
+
 def batch_fields(batch: Any) -> tuple[Any, Any, Any, Any, Any]:
-    """(inputs, labels, mask, ids, groups) of a batch given as a dict or an (inputs, labels[, mask]) tuple."""
+    """(inputs, labels, mask, ids, groups) of a batch: a dict, or an (inputs, labels[, mask]) tuple.
+
+    A dict without 'inputs' (a Hugging Face batch: input_ids, attention_mask, labels) passes all its
+    keys except labels, mask, ids and groups to the model as keyword arguments.
+    """
     if isinstance(batch, dict):
-        if "labels" not in batch or "inputs" not in batch:
-            raise DataError(f"a batch has keys {sorted(map(str, batch))}; without --forward it needs "
-                            "'inputs' and 'labels' (define forward(model, batch) for other layouts)")
-        return batch["inputs"], batch["labels"], batch.get("mask"), batch.get("ids"), batch.get("groups")
+        if "labels" not in batch:
+            raise DataError(f"a batch has keys {sorted(map(str, batch))}; without --forward it needs 'labels' "
+                            "(and 'inputs', or the model's keyword arguments); define forward(model, batch) "
+                            "for other layouts")
+        inputs = batch["inputs"] if "inputs" in batch else \
+            {k: v for k, v in batch.items() if k not in BATCH_META_KEYS}
+        if isinstance(inputs, dict) and not inputs:
+            raise DataError(f"a batch has only {sorted(map(str, batch))}: no inputs for the model")
+        return inputs, batch["labels"], batch.get("mask"), batch.get("ids"), batch.get("groups")
     if isinstance(batch, (list, tuple)) and len(batch) in (2, 3):
         return batch[0], batch[1], (batch[2] if len(batch) == 3 else None), None, None
     raise DataError(f"a batch is a {type(batch).__name__}; without --forward it must be a dict with 'inputs' and "

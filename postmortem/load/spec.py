@@ -1,10 +1,13 @@
 """Import the user's callables (FILE.py:FUNC or package.module:FUNC) without writing into their run."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
+import os
 import sys
+import sysconfig
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,32 +33,73 @@ class UserCallable:
 
 
 def _import_file(path: Path) -> Any:
-    """Import a .py file by path; bytecode is not cached, so nothing is written beside it."""
-    name = f"postmortem_user_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+    """Import a .py file by path; bytecode is not cached, so nothing is written beside it.
+
+    The module is named after the file's path and content, so an edited file is imported afresh
+    (its content hash is also in the cache key: the cache never serves the old code's records).
+    """
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    name = (f"postmortem_user_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}_"
+            f"{hashlib.sha256(content).hexdigest()[:12]}")
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ConfigError(f"{path}: cannot be imported as a Python file")
     module = importlib.util.module_from_spec(spec)
-    previous = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True
     sys.modules[name] = module
+    folder = str(path.resolve().parent)
+    added = folder not in sys.path
+    if added:   # so that the spec can import its neighbours (the run's own model code)
+        sys.path.insert(0, folder)
     try:
-        spec.loader.exec_module(module)
+        with _no_bytecode():
+            spec.loader.exec_module(module)
     except BaseException as exc:
         del sys.modules[name]
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if added:
+            sys.path.remove(folder)
+        if isinstance(exc, KeyboardInterrupt):
             raise
-        raise UserCodeError(f"{path}: importing it raised {type(exc).__name__}: {exc}{_user_traceback(exc)}") from exc
-    finally:
-        sys.dont_write_bytecode = previous
+        raise UserCodeError(f"{path}: importing it raised {_describe(exc)}{_user_traceback(exc)}") from exc
     return module
 
 
-def _user_traceback(exc: BaseException, keep: int = 6) -> str:
-    """The last lines of a traceback raised in user code, marked as theirs."""
-    lines = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip().splitlines()
+@contextlib.contextmanager
+def _no_bytecode():
+    """Python writes no __pycache__ beside the user's files (nothing under RUN is ever written)."""
+    previous = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = previous
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+_OWN_FILES = str(Path(__file__).resolve().parent.parent) + os.sep
+_LIBRARY_DIRS = tuple({str(Path(p).resolve()) + os.sep for p in
+                       (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])})
+
+
+def _user_traceback(exc: BaseException, keep: int = 8) -> str:
+    """The tail of a traceback raised in user code, marked as theirs: the frames in their own files
+    (not postmortem's, the standard library's or installed packages'), else all but postmortem's."""
+    def where(frame) -> str:
+        return str(Path(frame.filename).resolve()) if not frame.filename.startswith("<") else frame.filename
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not where(f).startswith(_OWN_FILES) and "importlib._bootstrap" not in f.filename]
+    own = [f for f in frames if not where(f).startswith(_LIBRARY_DIRS)]
+    frames = own or frames
+    lines = "".join(traceback.format_list(frames)).rstrip().splitlines()
+    lines += traceback.format_exception_only(type(exc), exc)[-1].rstrip().splitlines()
     tail = "\n".join(f"  | {line}" for line in lines[-keep:])
     return f"\n  traceback from your code (last lines):\n{tail}"
 
@@ -87,6 +131,7 @@ def resolve_callable(reference: str, what: str) -> UserCallable:
 def call_user_code(reference: str, function: Callable[..., Any], *args: Any) -> Any:
     """Call user code; an exception becomes one UserCodeError carrying their traceback tail."""
     try:
-        return function(*args)
-    except Exception as exc:
-        raise UserCodeError(f"{reference}: raised {type(exc).__name__}: {exc}{_user_traceback(exc)}") from exc
+        with _no_bytecode():
+            return function(*args)
+    except (Exception, SystemExit) as exc:
+        raise UserCodeError(f"{reference}: raised {_describe(exc)}{_user_traceback(exc)}") from exc
