@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
 
 __all__ = ["ClassMetrics", "EpochMetrics", "epoch_metrics", "expected_calibration_error", "ECE_BINS",
            "confidence_bins", "macro_f1_from_counts", "macro_f1_score"]
@@ -67,7 +66,9 @@ def epoch_metrics(labels: np.ndarray, pred: np.ndarray, nll: np.ndarray, confide
     item_weights = class_weights[labels]
     total_weight = item_weights.sum()
     weighted_nll = item_weights * nll
-    matrix = confusion_matrix(labels, pred, labels=np.arange(n_classes)).astype(np.int64)
+    # np.bincount, not sklearn.metrics.confusion_matrix: importing scikit-learn takes ~0.7 s, more than the whole
+    # analysis of a typical run; the tests check equality with confusion_matrix(labels=range(C)).
+    matrix = np.bincount(labels * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
     support = matrix.sum(axis=1)
     predicted = matrix.sum(axis=0)
     diagonal = np.diag(matrix)

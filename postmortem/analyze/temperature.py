@@ -4,13 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 __all__ = ["TemperatureFit", "scaled_nll", "fit_temperature", "crossfit_temperature", "LOG_T_BOUNDS"]
 
 # log T is searched in [log 0.05, log 20]: wider than any useful calibration, narrow enough to stay finite.
 LOG_T_BOUNDS = (float(np.log(0.05)), float(np.log(20.0)))
-LOG_T_TOLERANCE = 1e-6
+LOG_T_TOLERANCE = 1e-9     # change of log T at which the search stops
+MAX_NEWTON_STEPS = 60
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,16 @@ class _ShiftedLogits:
     def take(self, rows: np.ndarray) -> _ShiftedLogits:
         return _ShiftedLogits(self.shifted[rows], self.true_gap[rows])
 
+    def derivatives(self, beta: float, weights: np.ndarray) -> tuple[float, float]:
+        """f'(beta) and f''(beta) of the weighted mean NLL (weights summing to 1), in one exp pass."""
+        e = np.exp(np.multiply(self.shifted, beta))
+        norm = e.sum(axis=1)
+        e *= self.shifted
+        first = e.sum(axis=1) / norm                      # E_q[s_i]
+        e *= self.shifted
+        second = e.sum(axis=1) / norm                     # E_q[s_i^2]
+        return float(weights @ (first - self.true_gap)), float(weights @ (second - first * first))
+
     def nll(self, beta: float) -> np.ndarray:
         """Per-item NLL of softmax(beta * z)."""
         scaled = np.multiply(self.shifted, beta)
@@ -53,17 +63,35 @@ def scaled_nll(z: np.ndarray, labels: np.ndarray, beta: float) -> np.ndarray:
     return _ShiftedLogits.of(z, labels).nll(beta)
 
 
-def _fit(logits: _ShiftedLogits, item_weights: np.ndarray) -> float:
-    """Bounded Brent search on log T; f is convex in beta = 1/T, so unimodal in log T."""
+def _fit(logits: _ShiftedLogits, item_weights: np.ndarray, start: float = 1.0) -> float:
+    """Minimise f = sum_i a_i nll_i / A over log T in LOG_T_BOUNDS by safeguarded Newton steps.
+
+    With u = -log T = log beta, f is unimodal in u (convex in beta): df/du = beta f'(beta) and
+    d2f/du2 = beta^2 f''(beta) + beta f'(beta), with f' = E_a[E_q s - g], f'' = E_a[Var_q s] from one pass over
+    the N x C array (q = softmax(beta s)). A Newton step that would leave the shrinking bracket is replaced by
+    bisection, so it converges like Newton (about 5 passes) where scipy's bounded Brent search needs about 30.
+    """
     total = item_weights.sum()
     if len(item_weights) == 0 or total <= 0:
         return 1.0
-
-    def objective(log_t: float) -> float:
-        return float(item_weights @ logits.nll(np.exp(-log_t)) / total)
-
-    result = minimize_scalar(objective, bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": LOG_T_TOLERANCE})
-    return float(np.exp(result.x))
+    weights = item_weights / total
+    low, high = -LOG_T_BOUNDS[1], -LOG_T_BOUNDS[0]          # bracket on u = -log T
+    u = min(max(-np.log(start), low), high)
+    for _ in range(MAX_NEWTON_STEPS):
+        beta = np.exp(u)
+        gradient, curvature = logits.derivatives(beta, weights)
+        slope, bend = beta * gradient, beta * beta * curvature + beta * gradient
+        if slope > 0:
+            high = u
+        else:
+            low = u
+        step = u - slope / bend if bend > 0 else np.inf
+        next_u = step if low < step < high else (low + high) / 2
+        converged = abs(next_u - u) <= LOG_T_TOLERANCE or high - low <= LOG_T_TOLERANCE
+        u = next_u
+        if converged:
+            break
+    return float(np.exp(-u))
 
 
 def fit_temperature(z: np.ndarray, labels: np.ndarray, item_weights: np.ndarray) -> float:
@@ -89,6 +117,6 @@ def crossfit_temperature(log_probs: np.ndarray, labels: np.ndarray, item_weights
     halves = [np.arange(0, len(labels), 2), np.arange(1, len(labels), 2)]
     weighted_sum = 0.0
     for fit_half, score_half in (halves, halves[::-1]):
-        t_half = _fit(logits.take(fit_half), item_weights[fit_half])
+        t_half = _fit(logits.take(fit_half), item_weights[fit_half], start=temperature)
         weighted_sum += float(item_weights[score_half] @ logits.take(score_half).nll(1 / t_half))
     return TemperatureFit(temperature, weighted_sum / total)
