@@ -113,11 +113,10 @@ def _explicit_train_log(config: ReportConfig):
 
 def _trainer_state_log(evaluation: Evaluation):
     """The loss history a Hugging Face Trainer logged in the newest checkpoint folder's trainer_state.json."""
-    from ..load.train_log import read_train_log
-
     for epoch in reversed(evaluation.epochs):
         state_file = Path(epoch.path) / "trainer_state.json"
         if state_file.is_file():
+            from ..load.train_log import read_train_log
             try:
                 return read_train_log(state_file), str(state_file), None
             except InputError as exc:
@@ -353,7 +352,7 @@ def _read_prediction_file(path: Path, trust: bool = False) -> dict[str, Any]:
             raise DataError(f"{path}: not a readable .npz predictions file, truncated or corrupt? ({exc})") from exc
     else:
         from ..load.checkpoints import load_torch_file
-        raw = load_torch_file(path, trust=trust)
+        raw = load_torch_file(path, trust=trust, what="predictions file")
         if not isinstance(raw, dict):
             raise DataError(f"{path}: expected a dict with 'outputs' and 'labels', got {type(raw).__name__}")
         content = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in raw.items()}
