@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--class-names", metavar="A,B,C", help="class names in label order")
     inputs.add_argument("--class-weights", metavar="W1,W2,...", help="the loss's class weights")
     inputs.add_argument("--ignore-index", type=int, metavar="N", help="label value that never counts (default -100)")
+    inputs.add_argument("--train-log", metavar="FILE", help="training log to overlay and check: CSV (epoch, train_loss, "
+                        "val_loss, ...), Lightning metrics.csv or Hugging Face trainer_state.json")
     inputs.add_argument("--trust-checkpoints", action="store_true", default=None,
                         help="allow checkpoints that unpickle code (only for files you made yourself)")
     running = report.add_argument_group("running")

@@ -113,8 +113,9 @@ def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportR
     started = time.perf_counter()
     if not config.run.is_dir():
         raise InputError(f"{config.run}: run directory not found")
+    from .analyze.reconcile import reconcile_logged_loss
     from .analyze.run import analyze_run
-    from .diagnose import diagnose, finding_to_json, verdict
+    from .diagnose import DiagnosisConfig, diagnose, finding_to_json, verdict
     from .evaluate.runner import evaluate_run
     from .render.context import report_context
     from .render.figures import class_colours, render_figures
@@ -129,16 +130,20 @@ def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportR
     clock.lap("evaluate")
     classes = _class_names(config, evaluation.n_classes)
     analysis = analyze_run(evaluation, classes)
+    thresholds = DiagnosisConfig()
+    reconciliation = None if evaluation.train_log is None else \
+        reconcile_logged_loss(evaluation, evaluation.train_log, tolerance=thresholds.logged_loss_tolerance)
     clock.lap("analyze")
-    findings = diagnose(analysis)
+    findings = diagnose(analysis, thresholds, reconciliation)
     clock.lap("diagnose")
     colours = class_colours(len(classes))
-    figures = render_figures(analysis, colours, classes)
+    log_key = "step" if evaluation.order_key in ("global_step", "step") else "epoch"
+    figures = render_figures(analysis, colours, classes, evaluation.train_log, log_key)
     clock.lap("figures")
     context = report_context(run_name=config.run_name, analysis=analysis, evaluation=evaluation,
                              findings=findings, verdict=verdict(analysis, findings), figures=figures,
                              colours=colours, class_labels=classes, provenance=_provenance(config, evaluation, argv),
-                             paper=config.paper)
+                             paper=config.paper, reconciliation=reconciliation)
     css = (templates_dir() / "report.css").read_text(encoding="utf-8")
     html = render_template("report.html.j2", css=css, for_print=False, **context)
     document = metrics_document(analysis, [finding_to_json(f) for f in findings], evaluation.skipped)

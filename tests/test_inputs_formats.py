@@ -286,7 +286,7 @@ def test_lightning_checkpoints_end_to_end(lightning_run, capsys):
 
 
 def test_lightning_metrics_csv_as_a_training_log(lightning_run):
-    from postmortem.evaluate.reconcile import reconcile_logged_loss
+    from postmortem.analyze.reconcile import reconcile_logged_loss
     from postmortem.load.train_log import per_epoch, read_train_log
 
     run, metrics_csv = lightning_run
@@ -384,7 +384,7 @@ def test_hugging_face_trainer_folders_end_to_end(hf_run, capsys):
 
 
 def test_hugging_face_trainer_state_is_the_training_log(hf_run):
-    from postmortem.evaluate.reconcile import reconcile_logged_loss
+    from postmortem.analyze.reconcile import reconcile_logged_loss
 
     run, _ = hf_run
     evaluation = evaluate(run, data=str(run / "val.pt"))

@@ -11,7 +11,7 @@ import pytest
 from _fixtures_inputs import make_run, reference_loss, report, validation_tensors
 from postmortem.config import build_config
 from postmortem.errors import InputError
-from postmortem.evaluate.reconcile import OTHER_CAUSES, reconcile_logged_loss
+from postmortem.analyze.reconcile import OTHER_CAUSES, reconcile_logged_loss
 from postmortem.evaluate.runner import evaluate_run
 from postmortem.load.train_log import read_train_log
 

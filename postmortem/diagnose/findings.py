@@ -36,6 +36,8 @@ class FindingKind(str, enum.Enum):
     """The loss after temperature scaling rose, or macro F1 fell beyond its interval: real overfitting."""
     NOISE = "noise"
     """Every change from the loss minimum to the last epoch lies within its bootstrap interval."""
+    LOGGED_LOSS_MISMATCH = "logged_loss_mismatch"
+    """The validation loss in the training log differs from the loss recomputed from the checkpoints."""
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ class DiagnosisConfig:
     min_scaled_loss_rise: float = 0.02       # relative rise of the loss after temperature scaling
     min_macro_f1_drop: float = 0.005         # absolute macro-F1 fall that counts (its CI must exclude 0 too)
     max_listed_items: int = 200              # item ids a finding lists in metrics.json (its text shows 10)
+    logged_loss_tolerance: float = 1e-3      # relative difference between logged and recomputed loss that counts
 
 
 @dataclass(frozen=True)
@@ -495,9 +496,40 @@ RULES = (nll_overfit_accuracy_holds, overconfidence, confident_errors_dominate, 
 SEVERITY_ORDER = {Severity.HIGH: 0, Severity.MEDIUM: 1, Severity.LOW: 2}
 
 
-def diagnose(analysis: RunAnalysis, config: DiagnosisConfig = DiagnosisConfig()) -> list[Finding]:
-    """All findings that fire, highest severity and score first."""
+def logged_loss_mismatch(reconciliation, config: DiagnosisConfig) -> Finding | None:
+    """The training log's validation loss is not the loss of these checkpoints on this data."""
+    if reconciliation is None or reconciliation.agrees:
+        return None
+    rows = reconciliation.rows
+    worst = rows.loc[rows["relative_difference"].idxmax()]
+    cause = reconciliation.explanation_text
+    return Finding(
+        id=FindingKind.LOGGED_LOSS_MISMATCH.value,
+        severity=Severity.HIGH,
+        score=float(min(reconciliation.max_relative_difference, 1e6)),
+        title=f"The logged validation loss differs from the recomputed one by up to "
+              f"{reconciliation.max_relative_difference:.1%}",
+        summary=(f"At {reconciliation.key} {int(worst[reconciliation.key])} the training log says "
+                 f"{worst['logged_val_loss']:.4f}, the checkpoint gives {worst['recomputed_loss']:.4f} on this "
+                 f"validation set ({reconciliation.n_matched} epochs compared, tolerance "
+                 f"{config.logged_loss_tolerance:.0e} relative). It matches {cause}. {reconciliation.batch_note}."),
+        evidence={"max_relative_difference": reconciliation.max_relative_difference,
+                  "n_matched": reconciliation.n_matched,
+                  "logged_val_loss": float(worst["logged_val_loss"]), "recomputed_loss": float(worst["recomputed_loss"])},
+        thresholds={"max_relative_difference": config.logged_loss_tolerance},
+        next_steps=("Fix the logged loss before reading its curve: reduce as your loss does (sum of weighted NLL "
+                    "over the sum of weights, over all items), validate in eval mode, and log the weights you save.",
+                    "Judge the run by the recomputed curve in this report meanwhile."),
+        figure="fig-train-log",
+    )
+
+
+def diagnose(analysis: RunAnalysis, config: DiagnosisConfig = DiagnosisConfig(),
+             reconciliation=None) -> list[Finding]:
+    """All findings that fire, highest severity and score first; `reconciliation` compares a training log."""
     found = [f for rule in RULES if (f := rule(analysis, config)) is not None]
+    if (mismatch := logged_loss_mismatch(reconciliation, config)) is not None:
+        found.append(mismatch)
     return sorted(found, key=lambda f: (SEVERITY_ORDER[f.severity], -f.score))
 
 

@@ -68,7 +68,8 @@ def _evidence_tables(analysis, class_labels) -> dict[str, Any]:
 
 
 def report_context(*, run_name: str, analysis, evaluation, findings, verdict, figures, colours,
-                   class_labels, provenance: list[tuple[str, str]], paper: str = "a4") -> dict[str, Any]:
+                   class_labels, provenance: list[tuple[str, str]], paper: str = "a4",
+                   reconciliation=None) -> dict[str, Any]:
     """Everything report.html.j2 reads."""
     key_indices = {0, analysis.best_loss_index, analysis.best_accuracy_index, len(analysis.epochs) - 1}
     scale = max(max(int(e.hist_correct.max(initial=0)), int(e.hist_wrong.max(initial=0))) for e in analysis.epochs)
@@ -109,7 +110,12 @@ def report_context(*, run_name: str, analysis, evaluation, findings, verdict, fi
         "findings": [_finding_context(f) for f in findings],
         "figures": figures,
         "figure_titles": {fig.id: fig.title for fig in figures} | {"fig-confident-errors": "Items that became confidently wrong",
-                                                                 "fig-choice": "Which checkpoint to pick"},
+                                                                 "fig-choice": "Which checkpoint to pick",
+                                                                 "fig-train-log": "The training log beside the recomputed loss"},
+        "train_log": _train_log_context(reconciliation, evaluation),
+        "nonfinite": [{"checkpoint": n.checkpoint, "epoch": n.epoch, "count": n.n_nonfinite, "counted": n.n_counted}
+                      for n in evaluation.nonfinite],
+        "notes": list(evaluation.notes),
         "transitions": TRANSITIONS,
         **_evidence_tables(analysis, class_labels),
         "epochs": epochs,
@@ -121,6 +127,20 @@ def report_context(*, run_name: str, analysis, evaluation, findings, verdict, fi
         "loss_note": "class weights applied" if weighted else "no class weights",
         "provenance": [{"name": k, "value": v} for k, v in provenance],
     }
+
+
+def _train_log_context(reconciliation, evaluation) -> dict[str, Any] | None:
+    """Logged vs recomputed validation loss per matched epoch, when a training log was given or found."""
+    if evaluation.train_log is None:
+        return None
+    rows = [] if reconciliation is None else [
+        {"key": int(r[reconciliation.key]), "checkpoint": r["checkpoint"], "logged": float(r["logged_val_loss"]),
+         "recomputed": float(r["recomputed_loss"]), "difference": float(r["relative_difference"])}
+        for _, r in reconciliation.rows.iterrows()]
+    return {"source": evaluation.train_log_source, "key": reconciliation.key if reconciliation else "epoch",
+            "rows": rows, "agrees": reconciliation is not None and reconciliation.agrees,
+            "explanation": reconciliation.explanation_text if reconciliation else "the log has no validation loss "
+                                                                                   "for these checkpoints"}
 
 
 def _finding_context(finding) -> dict[str, Any]:

@@ -86,14 +86,18 @@ def _epoch_ticks(ax, epochs: np.ndarray) -> None:
 
 
 def draw_curves(ax, epochs: np.ndarray, losses: np.ndarray, accuracies: np.ndarray, best_loss: int,
-                best_accuracy: int, train_log=None) -> None:
-    """Validation loss (left axis) and accuracy (right axis) per epoch, best epochs marked; logged curves dashed."""
+                best_accuracy: int, train_log=None, log_key: str = "epoch") -> None:
+    """Validation loss (left axis) and accuracy (right axis) per epoch, best epochs marked; logged curves grey.
+
+    `log_key` is the training log's column that matches the checkpoints' numbers (epoch, or step for
+    checkpoints saved by global step).
+    """
     ax.plot(epochs, losses, color=LOSS_COLOUR, marker="o", markersize=3, label="validation loss (recomputed)")
-    if train_log is not None:
+    if train_log is not None and log_key in train_log:
         for column, style, label in (("train_loss", ":", "training loss (log)"), ("val_loss", "--", "validation loss (log)")):
             if column in train_log and train_log[column].notna().any():
-                rows = train_log[train_log[column].notna()]
-                ax.plot(rows["epoch"], rows[column], color=TRAIN_COLOUR, linestyle=style, label=label)
+                rows = train_log[train_log[column].notna() & train_log[log_key].notna()]
+                ax.plot(rows[log_key], rows[column], color=TRAIN_COLOUR, linestyle=style, label=label)
     ax.set_ylabel("loss (weighted NLL, nats)", color=LOSS_COLOUR)
     ax.axvline(epochs[best_loss], color=LOSS_COLOUR, linestyle="--", linewidth=1)
     ax.annotate(f"lowest loss\nepoch {epochs[best_loss]}", (epochs[best_loss], losses[best_loss]),
@@ -245,7 +249,7 @@ def draw_logits(axes, epochs: np.ndarray, norm_pct: np.ndarray, margin_pct: np.n
     _epoch_ticks(axes[2], epochs)
 
 
-def render_figures(analysis, colours: list[str], class_labels, train_log=None) -> list[Figure]:
+def render_figures(analysis, colours: list[str], class_labels, train_log=None, log_key: str = "epoch") -> list[Figure]:
     """The report's figures, in the order they appear; ids are what findings link to."""
     from ..analyze.decomposition import TRANSITIONS
 
@@ -260,7 +264,7 @@ def render_figures(analysis, colours: list[str], class_labels, train_log=None) -
 
     figure = _new_figure(7.0, 3.2, top=0.86)
     draw_curves(figure.add_subplot(), epochs, analysis.losses, analysis.accuracies, best,
-                analysis.best_accuracy_index, train_log)
+                analysis.best_accuracy_index, train_log, log_key)
     add("fig-curves", "Validation loss and accuracy",
         "Loss (left axis) and accuracy (right axis) per checkpoint; dashed lines mark the lowest loss and highest accuracy."
         + (" Grey: curves from the training log." if train_log is not None else ""), figure)

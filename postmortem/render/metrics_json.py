@@ -68,7 +68,8 @@ def metrics_document(analysis, findings: list[dict[str, Any]], skipped: list) ->
         "epochs": epochs,
         "best_epoch": int(analysis.epochs[analysis.best_loss_index].epoch),
         "findings": findings,
-        "skipped": [{"checkpoint": s.checkpoint, "error": s.error} for s in skipped],
+        "skipped": [{"checkpoint": s.checkpoint, "error": s.error, **({"epoch": s.epoch} if s.epoch is not None else {})}
+                    for s in skipped],
         "decomposition": _decomposition(analysis.decomposition, analysis.epochs, analysis.classes),
         "bootstrap": {"from_epoch": int(analysis.epochs[b.from_index].epoch),
                       "to_epoch": int(analysis.epochs[b.to_index].epoch), "n_resamples": b.n_resamples,
