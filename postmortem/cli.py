@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allow checkpoints that unpickle code (only for files you made yourself)")
     running = report.add_argument_group("running")
     running.add_argument("--device", metavar="cpu|cuda|mps", help="where forward passes run (default cpu)")
-    running.add_argument("--batch-size", type=int, metavar="N", help="batch size for .pt/.npz data (default 512)")
+    running.add_argument("--batch-size", type=int, metavar="N", help="batch size for .pt/.npz data and Datasets (default 512)")
+    running.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes for a Dataset (default 0)")
     output = report.add_argument_group("output")
     output.add_argument("--out", type=Path, metavar="DIR", help="output folder (default RUN/postmortem-report)")
     output.add_argument("--title", help="run name shown in the report (default the folder name)")
@@ -58,7 +59,7 @@ def _run_report(args: argparse.Namespace, argv: list[str]) -> int:
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
     config = build_config(args.run, read_config_file(args.run) if args.run.is_dir() else {}, flags)
     result = write_report(config, argv)
-    if not config.quiet:
+    if not config.quiet and result.files:
         skipped = f", {result.n_skipped} skipped" if result.n_skipped else ""
         stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result.stage_seconds.items())
         print(f"postmortem: {result.n_epochs} checkpoints{skipped}; wrote "

@@ -42,6 +42,7 @@ class ReportConfig:
     quiet: bool = False
     device: str = "cpu"
     batch_size: int = 512
+    workers: int = 0
     trust_checkpoints: bool = False
     title: str | None = None
     train_log: str | None = None
@@ -146,6 +147,9 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
         raise ConfigError(f"options 'class-names' and 'class-weights' disagree: {len(names)} names, {len(weights)} weights")
     ignore_index = _integer("ignore_index", merged.get("ignore_index", -100))
     batch_size = _integer("batch_size", merged.get("batch_size", 512))
+    workers = _integer("workers", merged.get("workers", 0))
+    if workers < 0:
+        raise ConfigError(f"option 'workers': expected 0 or more data-loader processes, got {workers}")
     for name in BOOLEAN_OPTIONS:
         if name in merged and not isinstance(merged[name], bool):
             raise ConfigError(f"option '{_dashed(name)}': expected true or false, got {merged[name]!r}")
@@ -171,6 +175,7 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
         quiet=bool(merged.get("quiet", False)),
         device=str(merged.get("device", "cpu")),
         batch_size=batch_size,
+        workers=workers,
         trust_checkpoints=bool(merged.get("trust_checkpoints", False)),
         redact=bool(merged.get("redact", False)),
         paper=paper,

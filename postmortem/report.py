@@ -102,10 +102,11 @@ class _StageClock:
         self.seconds: dict[str, float] = {}
         self._last = time.perf_counter()
 
-    def lap(self, stage: str) -> None:
+    def lap(self, stage: str) -> float:
         now = time.perf_counter()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
         self._last = now
+        return self.seconds[stage]
 
 
 def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportResult:
@@ -125,6 +126,8 @@ def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportR
 
     clock = _StageClock()
     evaluation = evaluate_run(config)
+    if evaluation is None:   # a torchrun rank other than 0: it evaluated its share, rank 0 writes the report
+        return ReportResult(config.out_dir, (), 0, 0, time.perf_counter() - started, {"evaluate": clock.lap("evaluate")})
     if config.redact:
         evaluation = _redacted(evaluation)
     clock.lap("evaluate")

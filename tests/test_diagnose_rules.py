@@ -194,7 +194,8 @@ def test_every_kind_fires_somewhere(overconfident, degrading):
     runs = [overconfident, degrading, noisy_pair(), one_class_rises(RARE_LABELS, 3, RARE_WEIGHTS),
             persistent_errors([True, True, True])]
     fired = {f.id for run in runs for f in diagnose(run)}
-    assert fired == {kind.value for kind in FindingKind}
+    # logged_loss_mismatch reads a training log, not the analysis: tests/test_report_train_log.py covers it
+    assert fired == {kind.value for kind in FindingKind} - {FindingKind.LOGGED_LOSS_MISMATCH.value}
     assert {rule.__name__ for rule in rules.RULES} == fired
 
 

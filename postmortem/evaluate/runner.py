@@ -6,6 +6,7 @@ import hashlib
 import json
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +17,7 @@ from ..config import ReportConfig
 from ..errors import ConfigError, DataError, InputError, NonFiniteOutputsError, UserCodeError
 from ..load.checkpoints import (ORDER_KEYS, CheckpointFile, choose_order_key, discover_checkpoints, file_sha256,
                                 last_integer, order_checkpoints)
+from . import distributed
 from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache
 from .records import EpochRecords, ItemTable, OutputsAccumulator, detect_output_kind, log_softmax64
 
@@ -89,14 +91,17 @@ def _settings_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **parts}, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def evaluate_run(config: ReportConfig) -> Evaluation:
+def evaluate_run(config: ReportConfig) -> Evaluation | None:
     """Evaluate the run named by `config`; one bad checkpoint is skipped and reported, never fatal.
 
     Fatal (InputError, exit 2): no checkpoints, a bad option, code in the user's spec that raises, an
     unreadable --train-log, and every checkpoint failing (one message when they all failed alike).
+    Under torchrun, every rank evaluates its share and only rank 0 gets the Evaluation (others: None).
     """
     train_log, train_log_source = _explicit_train_log(config)
     evaluation = _evaluate_predictions(config) if config.predictions else _evaluate_checkpoints(config)
+    if evaluation is None:
+        return None
     if train_log is None and evaluation.mode == "model":
         train_log, train_log_source, note = _trainer_state_log(evaluation)
         if note:
@@ -146,31 +151,36 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
              compute: Callable[[CheckpointFile], CachedEpoch], mode: str, data_source: str,
              data_fingerprint: str) -> Evaluation:
     """Shared loop: cache look-up, compute on a miss, then consistency checks, ordering and duplicates."""
+    rank, size = distributed.world()
+    mine = distributed.shard(sources, rank, size) if size > 1 else sources
+    outcomes = []
+    with _progress(len(mine), config.quiet or rank != 0) as bar, ThreadPoolExecutor(max_workers=1) as reader:
+        # Hash (read) the next checkpoint from disk while this one is evaluated.
+        hashes = reader.map(lambda s: file_sha256(s.weights) if s.weights.is_file() else "", mine)
+        for source in mine:
+            bar.set_postfix_str(source.name)
+            outcome = _evaluate_one(source, hashes, cache, compute)
+            if outcome[0] == "fatal" and size == 1:
+                raise outcome[1]
+            outcomes.append(outcome)
+            bar.update(1)
+    if size > 1:
+        outcomes = distributed.gather_to_main(outcomes, rank, size)
+        if outcomes is None:
+            return None
     done: list[tuple[CheckpointFile, CachedEpoch, str, bool]] = []
     skipped: list[Skipped] = []
     nonfinite: list[NonFiniteEpoch] = []
-    with _progress(len(sources), config.quiet) as bar:
-        for source in sources:
-            bar.set_postfix_str(source.name)
-            try:
-                sha = file_sha256(source.weights) if source.weights.is_file() else ""
-                entry = cache.load(sha) if sha else None
-                from_cache = entry is not None
-                if entry is None:
-                    entry = compute(source)
-                    if sha:
-                        cache.store(sha, entry)
-                done.append((source, entry, sha, from_cache))
-            except (ConfigError, UserCodeError):
-                raise
-            except NonFiniteOutputsError as exc:
-                nonfinite.append(NonFiniteEpoch(source.name, exc.epoch, exc.n_nonfinite, exc.n_counted))
-                skipped.append(Skipped(source.name, str(exc), exc.epoch))
-            except InputError as exc:
-                skipped.append(Skipped(source.name, str(exc)))
-            except OSError as exc:   # a checkpoint unreadable on disk (permissions, I/O error)
-                skipped.append(Skipped(source.name, f"{source.path}: cannot be read ({exc.strerror or exc})"))
-            bar.update(1)
+    for kind, value in outcomes:
+        if kind == "fatal":
+            raise value
+        if kind == "nonfinite":
+            nonfinite.append(value[0])
+            skipped.append(value[1])
+        elif kind == "skipped":
+            skipped.append(value)
+        else:
+            done.append(value)
     done = _agreeing_class_count(done, skipped)
     if not done:
         raise InputError(_all_failed_message(skipped))
@@ -203,6 +213,29 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
                       notes=list(cache.problems),
                       order_key=choose_order_key([by_name[e.checkpoint][0].metadata for e in epochs]),
                       nonfinite=nonfinite, batch_counts=tuple(int(n) for n in first_meta.get("batch_counts", ())))
+
+
+def _evaluate_one(source: CheckpointFile, hashes, cache: EvaluationCache,
+                  compute: Callable[[CheckpointFile], CachedEpoch]) -> tuple[str, Any]:
+    """One checkpoint's outcome, never raised (other ranks may be waiting): ok, skipped, nonfinite or fatal."""
+    try:
+        sha = next(hashes)
+        entry = cache.load(sha) if sha else None
+        from_cache = entry is not None
+        if entry is None:
+            entry = compute(source)
+            if sha:
+                cache.store(sha, entry)
+        return "ok", (source, entry, sha, from_cache)
+    except (ConfigError, UserCodeError) as exc:
+        return "fatal", exc
+    except NonFiniteOutputsError as exc:
+        return "nonfinite", (NonFiniteEpoch(source.name, exc.epoch, exc.n_nonfinite, exc.n_counted),
+                             Skipped(source.name, str(exc), exc.epoch))
+    except InputError as exc:
+        return "skipped", Skipped(source.name, str(exc))
+    except OSError as exc:   # a checkpoint unreadable on disk (permissions, I/O error)
+        return "skipped", Skipped(source.name, f"{source.path}: cannot be read ({exc.strerror or exc})")
 
 
 def _order_signature(metadata: dict[str, Any]) -> tuple:
@@ -270,7 +303,8 @@ def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
     spec_file = config.run / DEFAULT_SPEC_FILE
     build_model = _spec_callable(config.model, spec_file, "build_model", "model", resolve_callable)
     forward = _spec_callable(config.forward, spec_file, "forward", "forward", resolve_callable)
-    data = load_validation_data(config.data, config.run, spec_file, config.batch_size, trust=config.trust_checkpoints)
+    data = load_validation_data(config.data, config.run, spec_file, config.batch_size, trust=config.trust_checkpoints,
+                                workers=config.workers)
     exclude = [config.out_dir] + ([Path(config.data)] if config.data and Path(config.data).is_file() else [])
     sources = discover_checkpoints(config.checkpoints, config.run, exclude)
     batches = to_device(data.batches, config.device) if config.device != "cpu" else data.batches

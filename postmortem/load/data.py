@@ -118,13 +118,13 @@ def _read_data_file(path: Path, batch_size: int, trust: bool = False) -> list[An
     raise DataError(f"{path}: expected a dict with 'inputs' and 'labels' or a list of batches, got {type(content).__name__}")
 
 
-def _batches_from_factory(factory: UserCallable, batch_size: int) -> list[Any]:
+def _batches_from_factory(factory: UserCallable, batch_size: int, workers: int = 0) -> list[Any]:
     import torch
     from torch.utils.data import DataLoader, Dataset, IterableDataset
 
     produced = factory()
     if isinstance(produced, (Dataset, IterableDataset)) and not isinstance(produced, (list, tuple)):
-        produced = DataLoader(produced, batch_size=batch_size, shuffle=False)
+        produced = DataLoader(produced, batch_size=batch_size, shuffle=False, num_workers=workers)
     if isinstance(produced, DataLoader) and isinstance(produced.sampler, torch.utils.data.RandomSampler):
         raise DataError(f"{factory.reference}: returns a DataLoader with shuffle=True; "
                         "items must come in the same order for every checkpoint")
@@ -142,10 +142,11 @@ def _batches_from_factory(factory: UserCallable, batch_size: int) -> list[Any]:
 
 
 def load_validation_data(reference: str | None, run: Path, spec_file: Path, batch_size: int,
-                         trust: bool = False) -> ValidationData:
+                         trust: bool = False, workers: int = 0) -> ValidationData:
     """Read --data (a .pt/.npz file or FILE.py:FUNC), default RUN/postmortem_spec.py:val_data.
 
-    A .pt file is read with torch.load(weights_only=True) unless `trust` (--trust-checkpoints).
+    A .pt file is read with torch.load(weights_only=True) unless `trust` (--trust-checkpoints). A Dataset
+    is batched by a DataLoader with `workers` processes (--workers), read once for every checkpoint.
     """
     if reference is None:
         if not spec_file.is_file():
@@ -155,7 +156,7 @@ def load_validation_data(reference: str | None, run: Path, spec_file: Path, batc
     if Path(reference).suffix in (".pt", ".npz"):
         batches = _read_data_file(Path(reference), batch_size, trust)
     else:
-        batches = _batches_from_factory(resolve_callable(reference, "validation data"), batch_size)
+        batches = _batches_from_factory(resolve_callable(reference, "validation data"), batch_size, workers)
     return ValidationData(batches=batches, source=reference, fingerprint=fingerprint_batches(batches))
 
 
