@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,7 +24,6 @@ from postmortem.config import ReportConfig  # noqa: E402
 from postmortem.evaluate.runner import evaluate_run  # noqa: E402
 
 MLP_SPEC = '''
-import torch.nn as nn
 def build_model():
     return nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 20))
 '''
