@@ -5,7 +5,6 @@ import dataclasses
 import hashlib
 import json
 import sys
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -379,11 +378,8 @@ def _defines(spec_file: Path, name: str) -> bool:
 def _read_prediction_file(path: Path, trust: bool = False) -> dict[str, Any]:
     """A predictions file: 'outputs' (N, C) or (N, T, C), 'labels', optional 'mask', 'ids', 'epoch'."""
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                content = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{path}: not a readable .npz predictions file, truncated or corrupt? ({exc})") from exc
+        from ..load.data import read_npz
+        content = read_npz(path, ".npz predictions file")
     else:
         from ..load.checkpoints import load_torch_file
         raw = load_torch_file(path, trust=trust, what="predictions file")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -9,7 +10,7 @@ from typing import Any, Sequence
 from ..errors import CheckpointError, DataError, InputError, UnsafeCheckpointError
 from .spec import UserCallable, call_user_code, resolve_callable
 
-__all__ = ["ValidationData", "load_validation_data", "batch_fields", "fingerprint_batches"]
+__all__ = ["ValidationData", "read_npz", "load_validation_data", "batch_fields", "fingerprint_batches"]
 
 DATA_KEYS = ("inputs", "labels")
 
@@ -90,21 +91,12 @@ def _batches_from_mapping(content: dict, path: Path, batch_size: int) -> list[di
 
 
 def _read_data_file(path: Path, batch_size: int, trust: bool = False) -> list[Any]:
-    import zipfile
-
-    import numpy as np
-
     from .checkpoints import load_torch_file
 
     if not path.is_file():
         raise InputError(f"{path}: validation data file not found")
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                content = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{path}: not a readable .npz file, truncated or corrupt? ({exc})") from exc
-        return _batches_from_mapping(content, path, batch_size)
+        return _batches_from_mapping(read_npz(path, ".npz file"), path, batch_size)
     try:
         content = load_torch_file(path, trust=trust, what=".pt data file")
     except UnsafeCheckpointError:
@@ -116,6 +108,17 @@ def _read_data_file(path: Path, batch_size: int, trust: bool = False) -> list[An
     if isinstance(content, (list, tuple)) and content:
         return list(content)
     raise DataError(f"{path}: expected a dict with 'inputs' and 'labels' or a list of batches, got {type(content).__name__}")
+
+
+def read_npz(path: Path, what: str) -> dict[str, Any]:
+    """Every array of an .npz file, read without unpickling (allow_pickle=False)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable {what}, truncated or corrupt? ({exc})") from exc
 
 
 def _batches_from_factory(factory: UserCallable, batch_size: int, workers: int = 0) -> list[Any]:
