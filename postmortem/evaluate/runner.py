@@ -153,16 +153,22 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
     rank, size = distributed.world()
     mine = distributed.shard(sources, rank, size) if size > 1 else sources
     outcomes = []
-    with _progress(len(mine), config.quiet or rank != 0) as bar, ThreadPoolExecutor(max_workers=1) as reader:
-        # Hash (read) the next checkpoint from disk while this one is evaluated.
+    with _progress(len(mine), config.quiet or rank != 0) as bar, \
+            ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as reducer:
+        # Overlap: the next checkpoint is read (hashed) from disk, and the last one's outputs are reduced to
+        # records (numpy, which releases the GIL), while this one's forward passes run.
         hashes = reader.map(lambda s: file_sha256(s.weights) if s.weights.is_file() else "", mine)
+        pending = None
         for source in mine:
             bar.set_postfix_str(source.name)
-            outcome = _evaluate_one(source, hashes, cache, compute)
+            outcome = _evaluate_one(source, next(hashes), cache, compute, reducer)
             if outcome[0] == "fatal" and size == 1:
                 raise outcome[1]
-            outcomes.append(outcome)
-            bar.update(1)
+            if pending is not None:
+                outcomes.append(_settle(pending, cache, size, bar))
+            pending = outcome
+        if pending is not None:
+            outcomes.append(_settle(pending, cache, size, bar))
     if size > 1:
         outcomes = distributed.gather_to_main(outcomes, rank, size)
         if outcomes is None:
@@ -214,18 +220,39 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
                       nonfinite=nonfinite, batch_counts=tuple(int(n) for n in first_meta.get("batch_counts", ())))
 
 
-def _evaluate_one(source: CheckpointFile, hashes, cache: EvaluationCache,
-                  compute: Callable[[CheckpointFile], CachedEpoch]) -> tuple[str, Any]:
-    """One checkpoint's outcome, never raised (other ranks may be waiting): ok, skipped, nonfinite or fatal."""
-    try:
-        sha = next(hashes)
-        entry = cache.load(sha) if sha else None
-        from_cache = entry is not None
-        if entry is None:
-            entry = compute(source)
+def _evaluate_one(source: CheckpointFile, sha: str, cache: EvaluationCache,
+                  compute: Callable[[CheckpointFile], Callable[[], CachedEpoch]], reducer) -> tuple[str, Any]:
+    """Start one checkpoint: a cache hit, or its forward passes now and its reduction on the `reducer` thread."""
+    entry = cache.load(sha) if sha else None
+    if entry is not None:
+        return "ok", (source, entry, sha, True)
+    outcome = _outcome(source, lambda: compute(source))
+    if outcome[0] != "ok":
+        return outcome
+    return "pending", (source, reducer.submit(outcome[1]), sha)
+
+
+def _settle(outcome: tuple[str, Any], cache: EvaluationCache, size: int, bar) -> tuple[str, Any]:
+    """Wait for a pending reduction and store it in the cache; a fatal error stops a one-process run at once."""
+    if outcome[0] == "pending":
+        source, future, sha = outcome[1]
+        outcome = _outcome(source, future.result)
+        if outcome[0] == "ok":
+            entry = outcome[1]
             if sha:
                 cache.store(sha, entry)
-        return "ok", (source, entry, sha, from_cache)
+            outcome = "ok", (source, entry, sha, False)
+    if outcome[0] == "fatal" and size == 1:
+        raise outcome[1]
+    bar.update(1)
+    return outcome
+
+
+def _outcome(source: CheckpointFile, step: Callable[[], Any]) -> tuple[str, Any]:
+    """Run one step for a checkpoint and say how it went, never raising (other ranks may be waiting):
+    ok (with the step's result), skipped, nonfinite or fatal."""
+    try:
+        return "ok", step()
     except (ConfigError, UserCodeError) as exc:
         return "fatal", exc
     except NonFiniteOutputsError as exc:
@@ -311,18 +338,23 @@ def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
                              weights=config.class_weights, model=getattr(build_model, "source_sha256", None),
                              forward=getattr(forward, "source_sha256", None))
 
-    def compute(source: CheckpointFile) -> CachedEpoch:
+    def compute(source: CheckpointFile) -> Callable[[], CachedEpoch]:
         loaded = read_checkpoint(source, trust=config.trust_checkpoints, map_location=config.device)
         model = prepare_model(loaded, source, build_model, config.device)
         accumulator = OutputsAccumulator(config.class_weights, config.ignore_index, data.source)
         kind = run_checkpoint(model, batches, forward, config.outputs, accumulator)
-        try:
-            items, records = accumulator.finish()
-        except NonFiniteOutputsError as exc:
-            raise _nonfinite_error(exc, source, loaded.metadata) from exc
-        _check_class_count(config, records.n_classes, str(source.path))
-        return CachedEpoch(items, records, {**loaded.metadata, "output_kind": kind,
-                                            "batch_counts": accumulator.batch_counts})
+        metadata = loaded.metadata
+        del model, loaded   # the weights go now: the reduction below only needs the outputs
+
+        def finish() -> CachedEpoch:
+            try:
+                items, records = accumulator.finish()
+            except NonFiniteOutputsError as exc:
+                raise _nonfinite_error(exc, source, metadata) from exc
+            _check_class_count(config, records.n_classes, str(source.path))
+            return CachedEpoch(items, records, {**metadata, "output_kind": kind,
+                                                "batch_counts": accumulator.batch_counts})
+        return finish
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
     return _collect(config, sources, cache, compute, "model", data.source, data.fingerprint)
@@ -403,7 +435,7 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
     settings = _settings_key(mode="predictions", outputs=config.outputs, ignore_index=config.ignore_index,
                              weights=config.class_weights)
 
-    def compute(source: CheckpointFile) -> CachedEpoch:
+    def compute(source: CheckpointFile) -> Callable[[], CachedEpoch]:
         content = _read_prediction_file(source.path, config.trust_checkpoints)
         outputs = np.asarray(content["outputs"])
         if outputs.ndim < 2:
@@ -430,12 +462,16 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
             log_probs = log_softmax64(scores, "logits")
         accumulator.add(log_probs, content["labels"], mask,
                         ids=None if ids is None else list(np.asarray(ids).tolist()), nonfinite_rows=nonfinite)
-        try:
-            items, records = accumulator.finish()
-        except NonFiniteOutputsError as exc:
-            raise _nonfinite_error(exc, source, metadata) from exc
-        _check_class_count(config, records.n_classes, str(source.path))
-        return CachedEpoch(items, records, {**metadata, "output_kind": kind, "batch_counts": accumulator.batch_counts})
+
+        def finish() -> CachedEpoch:
+            try:
+                items, records = accumulator.finish()
+            except NonFiniteOutputsError as exc:
+                raise _nonfinite_error(exc, source, metadata) from exc
+            _check_class_count(config, records.n_classes, str(source.path))
+            return CachedEpoch(items, records, {**metadata, "output_kind": kind,
+                                                "batch_counts": accumulator.batch_counts})
+        return finish
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
     return _collect(config, sources, cache, compute, "predictions", str(root), "")
