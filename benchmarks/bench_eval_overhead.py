@@ -24,6 +24,7 @@ from postmortem.config import ReportConfig  # noqa: E402
 from postmortem.evaluate.runner import evaluate_run  # noqa: E402
 
 MLP_SPEC = '''
+import torch.nn as nn
 def build_model():
     return nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 20))
 '''

@@ -95,6 +95,43 @@ def _write_atomically(files: dict[str, bytes], out_dir: Path) -> list[Path]:
     return [target for _, target in staged]
 
 
+def _figures_key(evaluation, classes, colours, log_key: str) -> str:
+    """A digest of everything the figures are drawn from: the records themselves, not just file names,
+    plus the labels, colours, training log and the drawing code (so a changed figures.py redraws)."""
+    import hashlib
+
+    from .render import figures as figures_module
+
+    digest = hashlib.sha256()
+    digest.update(Path(figures_module.__file__).read_bytes())
+    digest.update(json.dumps([__version__, list(classes), colours, log_key, evaluation.class_weights.tolist(),
+                              [(e.checkpoint, e.epoch) for e in evaluation.epochs]]).encode())
+    digest.update(evaluation.items.labels.tobytes())
+    for epoch in evaluation.epochs:
+        for values in epoch.records.arrays().values():
+            digest.update(np.ascontiguousarray(values).tobytes())
+    if evaluation.train_log is not None:
+        digest.update(evaluation.train_log.to_csv(index=False).encode())
+    return digest.hexdigest()
+
+
+def _cached_figures(directory: Path, key: str, draw):
+    """Figures from OUT/cache when the same inputs were drawn before (a re-render skips matplotlib), else drawn."""
+    from .render.figures import Figure
+
+    path = directory / f"figures-{key[:32]}.json"
+    try:
+        return [Figure(**entry) for entry in json.loads(path.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):
+        pass
+    figures = draw()
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("figures-*.json"):   # only the latest drawing is worth keeping
+        stale.unlink(missing_ok=True)
+    _write_atomically({path.name: json.dumps([vars(f) for f in figures]).encode()}, directory)
+    return figures
+
+
 class _StageClock:
     """Seconds spent per pipeline stage, for the summary line and the benchmarks."""
 
@@ -141,7 +178,8 @@ def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportR
     clock.lap("diagnose")
     colours = class_colours(len(classes))
     log_key = "step" if evaluation.order_key in ("global_step", "step") else "epoch"
-    figures = render_figures(analysis, colours, classes, evaluation.train_log, log_key)
+    figures = _cached_figures(config.out_dir / "cache", _figures_key(evaluation, classes, colours, log_key),
+                              lambda: render_figures(analysis, colours, classes, evaluation.train_log, log_key))
     clock.lap("figures")
     context = report_context(run_name=config.run_name, analysis=analysis, evaluation=evaluation,
                              findings=findings, verdict=verdict(analysis, findings), figures=figures,

@@ -279,3 +279,23 @@ def test_html_screenshot_in_headless_chromium(sample_report, tmp_path):
     pixels = imread(shot)
     assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000
     assert pixels[..., :3].std() > 0.05, "the screenshot is blank"
+
+
+def test_a_rerender_reuses_the_drawn_figures_and_redraws_when_inputs_change(tmp_path):
+    run = tmp_path / "digits_mlp"
+    shutil.copytree(SAMPLE, run, ignore=shutil.ignore_patterns("postmortem-report"))
+    out = tmp_path / "out"
+    assert main(["report", str(run), "--out", str(out), "--no-pdf", "--quiet"]) == 0
+    cached = list((out / "cache").glob("figures-*.json"))
+    assert len(cached) == 1
+    first = [img["src"] for img in parse(out / "report.html").images]
+    assert main(["report", str(run), "--out", str(out), "--no-pdf", "--quiet"]) == 0
+    assert [img["src"] for img in parse(out / "report.html").images] == first
+    assert list((out / "cache").glob("figures-*.json")) == cached
+    cached[0].write_text("{not json")                                    # a corrupt entry is redrawn
+    assert main(["report", str(run), "--out", str(out), "--no-pdf", "--quiet"]) == 0
+    assert [img["src"] for img in parse(out / "report.html").images] == first
+    assert main(["report", str(run), "--out", str(out), "--no-pdf", "--quiet", "--class-names",
+                 "zero,one,two,three,four,five,six,seven,eight,nine"]) == 0    # other labels: drawn again
+    assert [img["src"] for img in parse(out / "report.html").images] != first
+    assert len(list((out / "cache").glob("figures-*.json"))) == 1
