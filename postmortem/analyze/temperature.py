@@ -9,7 +9,7 @@ __all__ = ["TemperatureFit", "scaled_nll", "fit_temperature", "crossfit_temperat
 
 # log T is searched in [log 0.05, log 20]: wider than any useful calibration, narrow enough to stay finite.
 LOG_T_BOUNDS = (float(np.log(0.05)), float(np.log(20.0)))
-LOG_T_TOLERANCE = 1e-9     # change of log T at which the search stops
+LOG_T_TOLERANCE = 1e-8     # change of log T at which the search stops
 MAX_NEWTON_STEPS = 60
 
 
@@ -63,29 +63,44 @@ def scaled_nll(z: np.ndarray, labels: np.ndarray, beta: float) -> np.ndarray:
     return _ShiftedLogits.of(z, labels).nll(beta)
 
 
+def _slope_and_bend(logits: _ShiftedLogits, u: float, weights: np.ndarray) -> tuple[float, float]:
+    """df/du and d2f/du2 at u = log beta = -log T."""
+    beta = float(np.exp(u))
+    gradient, curvature = logits.derivatives(beta, weights)
+    return beta * gradient, beta * beta * curvature + beta * gradient
+
+
 def _fit(logits: _ShiftedLogits, item_weights: np.ndarray, start: float = 1.0) -> float:
     """Minimise f = sum_i a_i nll_i / A over log T in LOG_T_BOUNDS by safeguarded Newton steps.
 
     With u = -log T = log beta, f is unimodal in u (convex in beta): df/du = beta f'(beta) and
     d2f/du2 = beta^2 f''(beta) + beta f'(beta), with f' = E_a[E_q s - g], f'' = E_a[Var_q s] from one pass over
     the N x C array (q = softmax(beta s)). A Newton step that would leave the shrinking bracket is replaced by
-    bisection, so it converges like Newton (about 5 passes) where scipy's bounded Brent search needs about 30.
+    bisection, so it converges like Newton (about 5 passes) where scipy's bounded Brent search needs about 30;
+    when Newton points past a bound and f still falls there, that bound is the answer (one more pass).
     """
     total = item_weights.sum()
     if len(item_weights) == 0 or total <= 0:
         return 1.0
     weights = item_weights / total
-    low, high = -LOG_T_BOUNDS[1], -LOG_T_BOUNDS[0]          # bracket on u = -log T
+    lower, upper = -LOG_T_BOUNDS[1], -LOG_T_BOUNDS[0]       # the search range of u = -log T
+    low, high = lower, upper                                # the bracket, shrinking
+    bounds_checked = set()
     u = min(max(-np.log(start), low), high)
     for _ in range(MAX_NEWTON_STEPS):
-        beta = np.exp(u)
-        gradient, curvature = logits.derivatives(beta, weights)
-        slope, bend = beta * gradient, beta * beta * curvature + beta * gradient
+        slope, bend = _slope_and_bend(logits, u, weights)
         if slope > 0:
             high = u
         else:
             low = u
-        step = u - slope / bend if bend > 0 else np.inf
+        step = u - slope / bend if bend > 0 else (np.inf if slope < 0 else -np.inf)
+        bound = upper if step >= high == upper else lower if step <= low == lower else None
+        if bound is not None and bound not in bounds_checked:
+            # Newton points past the search range: if f still falls at the bound, the bound is the answer
+            bounds_checked.add(bound)
+            bound_slope, _ = _slope_and_bend(logits, bound, weights)
+            if (bound_slope < 0) == (bound == upper):
+                return float(np.exp(-bound))
         next_u = step if low < step < high else (low + high) / 2
         converged = abs(next_u - u) <= LOG_T_TOLERANCE or high - low <= LOG_T_TOLERANCE
         u = next_u

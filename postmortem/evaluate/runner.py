@@ -97,8 +97,13 @@ def evaluate_run(config: ReportConfig) -> Evaluation | None:
     unreadable --train-log, and every checkpoint failing (one message when they all failed alike).
     Under torchrun, every rank evaluates its share and only rank 0 gets the Evaluation (others: None).
     """
+    from threadpoolctl import threadpool_limits
+
     train_log, train_log_source = _explicit_train_log(config)
-    evaluation = _evaluate_predictions(config) if config.predictions else _evaluate_checkpoints(config)
+    # numpy's work here is element-wise; a multi-threaded OpenBLAS pool only spins against torch's threads
+    # (measured: evaluation 1.5-2x slower on 2 cores).
+    with threadpool_limits(limits=1, user_api="blas"):
+        evaluation = _evaluate_predictions(config) if config.predictions else _evaluate_checkpoints(config)
     if evaluation is None:
         return None
     if train_log is None and evaluation.mode == "model":
