@@ -79,6 +79,39 @@ def bare_loop(run: Path, data: dict, build_model, batch_size: int, device: str) 
             torch.cuda.synchronize()
 
 
+def ranks_speedup(run: Path, root: Path, repeats: int) -> None:
+    """The whole report (no PDF) as one process vs torchrun with 2 gloo ranks, fresh cache each time."""
+    import os
+    import socket
+    import statistics
+    import subprocess
+    import time
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+    def timed(prefix: list[str]) -> float:
+        out = root / "ranks-out"
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        subprocess.run([*prefix, "-m", "postmortem", "report", str(run), "--data", str(run / "val.pt"), "--out",
+                        str(out), "--no-pdf", "--quiet"], check=True, env=env)
+        return time.perf_counter() - started
+
+    def free_port() -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return str(probe.getsockname()[1])
+
+    one = statistics.median(timed([sys.executable]) for _ in range(repeats))
+    two = statistics.median(timed([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+                                   "--master-port", free_port()]) for _ in range(repeats))
+    print(f"gru  whole report, 1 process {one:.2f} s vs torchrun 2 gloo ranks {two:.2f} s: speed-up {one / two:.2f}x "
+          "(2 cores; each rank gets one)")
+    record("torchrun_2_ranks_gru_cpu", {"one_process_s": round(one, 3), "two_ranks_s": round(two, 3),
+                                        "speedup": round(one / two, 3)})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -102,6 +135,8 @@ def main() -> int:
                                                                         args.device), args.repeats)
             print(f"{kind:4s} K={args.k} on {device_name}: postmortem {t_ours:.2f} s, bare torch {t_bare:.2f} s, "
                   f"ratio {ratio:.2f}x (target <= 1.10x)")
+            if kind == "gru" and args.device == "cpu":
+                ranks_speedup(run, root, args.repeats)
             record(f"eval_overhead_{kind}_{args.device}", {"postmortem_s": round(t_ours, 3), "baseline_s": round(t_bare, 3),
                                                           "ratio": round(ratio, 3), "device": device_name, "k": args.k})
     finally:
