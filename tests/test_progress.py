@@ -15,10 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _run_on_terminal(*args: str) -> str:
     pid, fd = pty.fork()
-    if pid == 0:   # the child: a 120-column terminal, as a person's shell would give
-        fcntl.ioctl(sys.stdout.fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        os.environ["PYTHONPATH"] = str(ROOT)
-        os.execv(sys.executable, [sys.executable, "-m", "postmortem", "report", *args])
+    if pid == 0:   # the child: a 120-column terminal, as a person's shell would give; it never returns
+        try:
+            fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+            os.environ["PYTHONPATH"] = str(ROOT)
+            os.execv(sys.executable, [sys.executable, "-m", "postmortem", "report", *args])
+        finally:
+            os._exit(127)
     output = b""
     while True:
         try:
