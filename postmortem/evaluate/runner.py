@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,23 +158,25 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
     """Shared loop: cache look-up, compute on a miss, then consistency checks, ordering and duplicates."""
     rank, size = distributed.world()
     mine = distributed.shard(sources, rank, size) if size > 1 else sources
+    # Predictions mode has no forward passes to overlap: both cores reduce. Beside torch, one reducer.
+    reducers = 2 if mode == "predictions" else 1
     outcomes = []
-    with _progress(len(mine), config.quiet or rank != 0) as bar, \
-            ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as reducer:
-        # Overlap: the next checkpoint is read (hashed) from disk, and the last one's outputs are reduced to
+    with _progress(len(mine), config.quiet or rank != 0) as bar, ThreadPoolExecutor(max_workers=1) as reader, \
+            ThreadPoolExecutor(max_workers=reducers) as reducer:
+        # Overlap: the next checkpoint is read (hashed) from disk, and earlier ones' outputs are reduced to
         # records (numpy, which releases the GIL), while this one's forward passes run.
         hashes = reader.map(lambda s: file_sha256(s.weights) if s.weights.is_file() else "", mine)
-        pending = None
+        in_flight: deque = deque()
         for source in mine:
             bar.set_postfix_str(source.name)
             outcome = _evaluate_one(source, next(hashes), cache, compute, reducer)
             if outcome[0] == "fatal" and size == 1:
                 raise outcome[1]
-            if pending is not None:
-                outcomes.append(_settle(pending, cache, size, bar))
-            pending = outcome
-        if pending is not None:
-            outcomes.append(_settle(pending, cache, size, bar))
+            in_flight.append(outcome)
+            while len(in_flight) > reducers:
+                outcomes.append(_settle(in_flight.popleft(), cache, size, bar))
+        while in_flight:
+            outcomes.append(_settle(in_flight.popleft(), cache, size, bar))
     if size > 1:
         outcomes = distributed.gather_to_main(outcomes, rank, size)
         if outcomes is None:
