@@ -23,6 +23,7 @@ from .records import EpochRecords, ItemTable, OutputsAccumulator, detect_output_
 
 __all__ = ["EvaluatedEpoch", "Skipped", "NonFiniteEpoch", "Evaluation", "evaluate_run"]
 
+TWO_REDUCERS_MAX_BYTES = 16 * 1024 * 1024
 PREDICTION_SUFFIXES = (".npz", ".pt")
 
 
@@ -154,12 +155,12 @@ def _nonfinite_error(exc: NonFiniteOutputsError, source: CheckpointFile, metadat
 
 def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: EvaluationCache,
              compute: Callable[[CheckpointFile], CachedEpoch], mode: str, data_source: str,
-             data_fingerprint: str) -> Evaluation:
-    """Shared loop: cache look-up, compute on a miss, then consistency checks, ordering and duplicates."""
+             data_fingerprint: str, reducers: int = 1) -> Evaluation:
+    """Shared loop: cache look-up, compute on a miss, then consistency checks, ordering and duplicates.
+
+    `reducers` threads turn outputs into records while the main thread runs the next checkpoint."""
     rank, size = distributed.world()
     mine = distributed.shard(sources, rank, size) if size > 1 else sources
-    # Predictions mode has no forward passes to overlap: both cores reduce. Beside torch, one reducer.
-    reducers = 2 if mode == "predictions" else 1
     outcomes = []
     with _progress(len(mine), config.quiet or rank != 0) as bar, ThreadPoolExecutor(max_workers=1) as reader, \
             ThreadPoolExecutor(max_workers=reducers) as reducer:
@@ -482,4 +483,7 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
         return finish
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
-    return _collect(config, sources, cache, compute, "predictions", str(root), "")
+    # No forward passes to overlap here, so both cores reduce -- unless an epoch is large enough (over 16 MB of
+    # outputs) that two reductions at once would push memory past 2 GB for 100k items x 100 classes.
+    reducers = 2 if sources[0].path.stat().st_size <= TWO_REDUCERS_MAX_BYTES else 1
+    return _collect(config, sources, cache, compute, "predictions", str(root), "", reducers)
