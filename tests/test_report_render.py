@@ -299,3 +299,22 @@ def test_a_rerender_reuses_the_drawn_figures_and_redraws_when_inputs_change(tmp_
                  "zero,one,two,three,four,five,six,seven,eight,nine"]) == 0    # other labels: drawn again
     assert [img["src"] for img in parse(out / "report.html").images] != first
     assert len(list((out / "cache").glob("figures-*.json"))) == 1
+
+
+def test_pdf_lists_the_classes_that_carry_the_loss_when_there_are_many(tmp_path):
+    from pypdf import PdfReader
+
+    preds = _predictions_run(tmp_path, epochs=4, items=600, classes=30)
+    names = [f"kind{i:02d}" for i in range(30)]
+    out = tmp_path / "out"
+    assert main(["report", str(tmp_path), "--predictions", str(preds), "--out", str(out), "--quiet",
+                 "--class-names", ",".join(names)]) == 0
+    pdf_text = "".join(p.extract_text() for p in PdfReader(out / "report.pdf").pages)
+    assert "the 20 with the largest loss share" in pdf_text
+    assert "The 20 classes with the largest part of dL (30 in report.html)" in pdf_text
+    html_text = " ".join(parse(out / "report.html").text)
+    assert all(name in html_text for name in names)                   # the HTML keeps every class
+    metrics = json.loads((out / "metrics.json").read_text())
+    last = metrics["epochs"][-1]["per_class"]
+    top = sorted(names, key=lambda n: -last[n]["loss_share"])[:20]
+    assert all(name in pdf_text for name in top)

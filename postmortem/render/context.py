@@ -15,6 +15,8 @@ CONFUSION_RGB = "0, 114, 178"
 # Above this many classes, full confusion matrices are shown for the key epochs only; the other epochs list
 # their largest confusions. This keeps a 100-epoch, 50-class report under the 5 MB cap.
 FULL_CONFUSION_MAX_CLASSES = 20
+# The PDF lists at most this many classes per table (those carrying the most loss); the HTML lists all.
+PRINT_MAX_CLASSES = 20
 TOP_CONFUSIONS = 8
 
 
@@ -36,6 +38,14 @@ def _confusion_cells(matrix: np.ndarray) -> list[list[dict[str, Any]]]:
              for j in range(matrix.shape[1])] for i in range(matrix.shape[0])]
 
 
+def _largest(rows: list[dict[str, Any]], size) -> list[dict[str, Any]]:
+    """The PRINT_MAX_CLASSES rows with the largest |size|, kept in class order (all rows when fewer)."""
+    if len(rows) <= PRINT_MAX_CLASSES:
+        return rows
+    keep = set(sorted(range(len(rows)), key=lambda i: -abs(size(rows[i]) or 0.0))[:PRINT_MAX_CLASSES])
+    return [row for i, row in enumerate(rows) if i in keep]
+
+
 def _bar_heights(counts: np.ndarray, scale: int) -> list[str]:
     return [f"{100 * c / scale:.1f}" if scale else "0" for c in counts]
 
@@ -49,9 +59,11 @@ def _evidence_tables(analysis, class_labels) -> dict[str, Any]:
     by_class = d.by_class
     return {
         "choice": [vars(row) | {"is_current": False} for row in analysis.checkpoint_choice.rows],
-        "class_shares": [{"name": name, "frequency_share": float(f), "weight_share": float(w),
-                          "amplification": float(w / f) if f else None, "loss_change": float(by_class[i])}
-                         for i, (name, f, w) in enumerate(zip(class_labels, shares.frequency_share, shares.weight_share))],
+        "class_shares": (class_rows := [
+            {"name": name, "frequency_share": float(f), "weight_share": float(w),
+             "amplification": float(w / f) if f else None, "loss_change": float(by_class[i])}
+            for i, (name, f, w) in enumerate(zip(class_labels, shares.frequency_share, shares.weight_share))]),
+        "class_shares_print": _largest(class_rows, lambda row: row["loss_change"]),
         "confident_errors": [vars(row) for row in analysis.confident_errors[:CONFIDENT_ERROR_ROWS]],
         "n_confident_errors": len(analysis.confident_errors),
         "bootstrap": {"from_epoch": analysis.epochs[b.from_index].epoch, "to_epoch": analysis.epochs[b.to_index].epoch,
@@ -89,6 +101,10 @@ def report_context(*, run_name: str, analysis, evaluation, findings, verdict, fi
             "per_class": [{"name": name, "colour": colour, "support": c.support, "loss": c.loss,
                            "loss_share": c.loss_share, "precision": c.precision, "recall": c.recall}
                           for name, colour, c in zip(class_labels, colours, m.per_class)],
+            "per_class_print": _largest([{"name": name, "colour": colour, "support": c.support, "loss": c.loss,
+                                          "loss_share": c.loss_share, "precision": c.precision, "recall": c.recall}
+                                         for name, colour, c in zip(class_labels, colours, m.per_class)],
+                                        lambda row: row["loss_share"]),
             "sha256": evaluated.sha256[:16], "output_kind": evaluated.output_kind,
         })
     notes = {0: "first", analysis.best_loss_index: "lowest loss", len(epochs) - 1: "last"}
@@ -118,6 +134,7 @@ def report_context(*, run_name: str, analysis, evaluation, findings, verdict, fi
         "notes": list(evaluation.notes),
         "transitions": TRANSITIONS,
         **_evidence_tables(analysis, class_labels),
+        "print_max_classes": PRINT_MAX_CLASSES,
         "epochs": epochs,
         "key_epochs": key_epochs,
         "detail_indices": sorted(notes),
