@@ -58,7 +58,11 @@ def _run_report(args: argparse.Namespace, argv: list[str]) -> int:
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
     config = build_config(args.run, read_config_file(args.run) if args.run.is_dir() else {}, flags)
-    result = write_report(config, argv)
+    def announce(message: str) -> None:   # like the progress bar: only on a terminal, never with --quiet
+        if not config.quiet and sys.stderr.isatty():
+            print(f"postmortem: {message} ...", file=sys.stderr, flush=True)
+
+    result = write_report(config, argv, announce)
     if not config.quiet and result.files:
         skipped = f", {result.n_skipped} skipped" if result.n_skipped else ""
         stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result.stage_seconds.items())

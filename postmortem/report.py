@@ -10,6 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -146,8 +147,11 @@ class _StageClock:
         return self.seconds[stage]
 
 
-def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportResult:
-    """Run the whole pipeline for one run and write metrics.json, report.html, report.md and report.pdf."""
+def write_report(config: ReportConfig, argv: list[str] | None = None,
+                 announce: Callable[[str], None] = lambda message: None) -> ReportResult:
+    """Run the whole pipeline for one run and write metrics.json, report.html, report.md and report.pdf.
+
+    `announce` hears about the slow stages after evaluation (which has its own progress bar)."""
     started = time.perf_counter()
     if not config.run.is_dir():
         raise InputError(f"{config.run}: run directory not found")
@@ -178,6 +182,7 @@ def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportR
     clock.lap("diagnose")
     colours = class_colours(len(classes))
     log_key = "step" if evaluation.order_key in ("global_step", "step") else "epoch"
+    announce("drawing figures")
     figures = _cached_figures(config.out_dir / "cache", _figures_key(evaluation, classes, colours, log_key),
                               lambda: render_figures(analysis, colours, classes, evaluation.train_log, log_key))
     clock.lap("figures")
@@ -193,6 +198,7 @@ def write_report(config: ReportConfig, argv: list[str] | None = None) -> ReportR
     clock.lap("html")
     if not config.no_pdf:
         from .render.pdf import pdf_bytes
+        announce("laying out report.pdf")
         # The PDF shows the key epochs in full (weasyprint lays out ~1 ms per table cell); the HTML shows all.
         files["report.pdf"] = pdf_bytes(render_template("report.html.j2", css=css, for_print=True, **context))
         clock.lap("pdf")
