@@ -62,9 +62,9 @@ def _redacted(evaluation):
 def _provenance(config: ReportConfig, evaluation, argv: list[str] | None) -> list[tuple[str, str]]:
     rows = [("command", _command_line(argv if argv is not None else sys.argv[1:], config.redact)),
             ("postmortem", __version__), ("python", platform.python_version())]
-    if evaluation.mode == "model":
-        import torch
-        rows.append(("torch", torch.__version__))
+    if evaluation.mode == "model":   # the installed version, without importing torch outside load/evaluate
+        from importlib.metadata import version
+        rows.append(("torch", version("torch")))
     rows += [("mode", evaluation.mode), ("validation data", evaluation.data_source),
              ("data fingerprint (sha256)", evaluation.data_fingerprint[:16] or "—"),
              ("outputs assumed", ", ".join(sorted({e.output_kind for e in evaluation.epochs}))),

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..analyze.temperature import crossfit_temperature
+from .temperature import crossfit_temperature
 from ..errors import DataError, NonFiniteOutputsError
 
 __all__ = ["ItemTable", "EpochRecords", "OutputsAccumulator", "log_softmax64", "detect_output_kind", "reduce_log_probs"]

@@ -1,4 +1,7 @@
-"""Temperature scaling (Guo et al. 2017): how much of an epoch's loss is calibration, not discrimination."""
+"""Temperature scaling (Guo et al. 2017): how much of an epoch's loss is calibration, not discrimination.
+
+It lives in evaluate/ because fitting T needs each epoch's full N x C matrix, which exists only while that
+checkpoint's outputs are reduced to per-item records; the fit and its cross-fitted loss are stored with them."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 
-from postmortem.analyze.temperature import LOG_T_BOUNDS, crossfit_temperature, fit_temperature, scaled_nll
+from postmortem.evaluate.temperature import LOG_T_BOUNDS, crossfit_temperature, fit_temperature, scaled_nll
 
 
 def _logits(n=400, c=5, scale=3.0, seed=0):
