@@ -321,6 +321,19 @@ def _all_failed_message(skipped: list[Skipped]) -> str:
     return f"all {len(skipped)} checkpoints failed; the first: {errors[0]}"
 
 
+def _reduction(config: ReportConfig, source: CheckpointFile, accumulator: OutputsAccumulator,
+               metadata: dict[str, Any], kind: str) -> Callable[[], CachedEpoch]:
+    """The second step of one checkpoint: its collected outputs reduced to records (run on a reducer thread)."""
+    def finish() -> CachedEpoch:
+        try:
+            items, records = accumulator.finish()
+        except NonFiniteOutputsError as exc:
+            raise _nonfinite_error(exc, source, metadata) from exc
+        _check_class_count(config, records.n_classes, str(source.path))
+        return CachedEpoch(items, records, {**metadata, "output_kind": kind, "batch_counts": accumulator.batch_counts})
+    return finish
+
+
 def _check_class_count(config: ReportConfig, n_classes: int, where: str) -> None:
     if config.class_names is not None and len(config.class_names) != n_classes:
         raise DataError(f"{where}: outputs have {n_classes} classes but {len(config.class_names)} class names "
@@ -353,17 +366,8 @@ def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
         accumulator = OutputsAccumulator(config.class_weights, config.ignore_index, data.source)
         kind = run_checkpoint(model, batches, forward, config.outputs, accumulator)
         metadata = loaded.metadata
-        del model, loaded   # the weights go now: the reduction below only needs the outputs
-
-        def finish() -> CachedEpoch:
-            try:
-                items, records = accumulator.finish()
-            except NonFiniteOutputsError as exc:
-                raise _nonfinite_error(exc, source, metadata) from exc
-            _check_class_count(config, records.n_classes, str(source.path))
-            return CachedEpoch(items, records, {**metadata, "output_kind": kind,
-                                                "batch_counts": accumulator.batch_counts})
-        return finish
+        del model, loaded   # the weights go now: the reduction only needs the outputs
+        return _reduction(config, source, accumulator, metadata, kind)
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
     return _collect(config, sources, cache, compute, "model", data.source, data.fingerprint)
@@ -471,16 +475,7 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
             log_probs = log_softmax64(scores, "logits")
         accumulator.add(log_probs, content["labels"], mask,
                         ids=None if ids is None else list(np.asarray(ids).tolist()), nonfinite_rows=nonfinite)
-
-        def finish() -> CachedEpoch:
-            try:
-                items, records = accumulator.finish()
-            except NonFiniteOutputsError as exc:
-                raise _nonfinite_error(exc, source, metadata) from exc
-            _check_class_count(config, records.n_classes, str(source.path))
-            return CachedEpoch(items, records, {**metadata, "output_kind": kind,
-                                                "batch_counts": accumulator.batch_counts})
-        return finish
+        return _reduction(config, source, accumulator, metadata, kind)
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
     # No forward passes to overlap here, so both cores reduce -- unless an epoch is large enough (over 16 MB of
