@@ -68,6 +68,8 @@ def _run_report(args: argparse.Namespace, argv: list[str]) -> int:
         stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result.stage_seconds.items())
         print(f"postmortem: {result.n_epochs} checkpoints{skipped}; wrote "
               + ", ".join(str(p) for p in result.files) + f" in {result.seconds:.1f} s ({stages})", file=sys.stderr)
+        for title in result.finding_titles[:3]:
+            print(f"  finding: {title}", file=sys.stderr)
     return EXIT_OK
 
 

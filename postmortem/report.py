@@ -23,12 +23,15 @@ __all__ = ["ReportResult", "write_report"]
 
 @dataclass(frozen=True)
 class ReportResult:
+    """What was written, how long each stage took, and the findings' titles (most important first)."""
+
     out_dir: Path
     files: tuple[Path, ...]
     n_epochs: int
     n_skipped: int
     seconds: float
     stage_seconds: dict[str, float]
+    finding_titles: tuple[str, ...] = ()
 
 
 def _class_names(config: ReportConfig, n_classes: int) -> tuple[str, ...]:
@@ -205,4 +208,4 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     written = _write_atomically(files, config.out_dir)
     clock.lap("write")
     return ReportResult(config.out_dir, tuple(written), len(evaluation.epochs), len(evaluation.skipped),
-                        time.perf_counter() - started, clock.seconds)
+                        time.perf_counter() - started, clock.seconds, tuple(f.title for f in findings))

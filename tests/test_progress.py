@@ -43,5 +43,6 @@ def test_progress_bar_counts_checkpoints_on_a_terminal(tmp_path):
     assert "evaluating:" in shown and "/20 [" in shown and "ckpt/s" in shown
     assert "postmortem: 20 checkpoints; wrote" in shown
     assert "postmortem: drawing figures ..." in shown
+    assert "  finding: " in shown                                     # the answer, in the terminal too
     quiet = _run_on_terminal(str(run), "--out", str(tmp_path / "b"), "--no-pdf", "--quiet")
     assert "evaluating" not in quiet and "wrote" not in quiet and "drawing" not in quiet
