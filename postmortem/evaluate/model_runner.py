@@ -9,7 +9,7 @@ from ..errors import CheckpointError, DataError
 from ..load.checkpoints import CheckpointFile, LoadedCheckpoint, fit_state_dict
 from ..load.data import batch_fields
 from ..load.spec import UserCallable, call_user_code
-from .records import OutputsAccumulator, detect_output_kind
+from .records import OutputsAccumulator, counted_rows, detect_output_kind
 
 __all__ = ["to_device", "prepare_model", "run_checkpoint"]
 
@@ -99,7 +99,8 @@ def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None,
                                 "expected (B, C) or (B, T, C) class scores")
             kind = resolved
             if resolved == "auto":   # decided on the first counted rows: padded rows may hold anything
-                sample = _counted_rows(outputs, labels, mask, accumulator.ignore_index)
+                sample = counted_rows(outputs.detach().double().cpu().numpy(), _as_numpy(labels),
+                                      None if mask is None else _as_numpy(mask), accumulator.ignore_index)
                 kind = resolved = detect_output_kind(sample[:256]) if len(sample) else "auto"
             scores = outputs.double()
             if kind == "probs":
@@ -113,18 +114,6 @@ def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None,
                             ids=_as_list(ids), groups=None if groups is None else _as_numpy(groups),
                             nonfinite_rows=nonfinite.cpu().numpy())
     return resolved if resolved != "auto" else "logits"
-
-
-def _counted_rows(outputs: Any, labels: Any, mask: Any, ignore_index: int) -> np.ndarray:
-    """The (n, C) output rows of the items that count (mask != 0, label != ignore_index), as float64."""
-    values = outputs.detach().double().cpu().numpy()
-    labels = _as_numpy(labels)
-    if values.shape[:-1] != labels.shape:
-        return values.reshape(-1, values.shape[-1])[:0]   # the accumulator reports the shape error
-    counted = labels != ignore_index
-    if mask is not None and _as_numpy(mask).shape == labels.shape:
-        counted &= _as_numpy(mask) != 0
-    return values[counted]
 
 
 def _as_numpy(value: Any) -> np.ndarray:

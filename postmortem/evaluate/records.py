@@ -8,7 +8,7 @@ import numpy as np
 from .temperature import crossfit_temperature
 from ..errors import DataError, NonFiniteOutputsError
 
-__all__ = ["ItemTable", "EpochRecords", "OutputsAccumulator", "log_softmax64", "detect_output_kind", "reduce_log_probs"]
+__all__ = ["ItemTable", "EpochRecords", "OutputsAccumulator", "log_softmax64", "counted_rows", "detect_output_kind", "reduce_log_probs"]
 
 ITEM_SCALARS = ("pred", "confidence", "nll", "margin", "logit_norm", "entropy", "sum_sq_prob")
 
@@ -53,14 +53,23 @@ class EpochRecords:
         return {name: getattr(self, name) for name in ITEM_SCALARS}
 
 
-def log_softmax64(outputs: np.ndarray, kind: str) -> np.ndarray:
-    """float64 log-probabilities from logits, log-probabilities or probabilities (renormalised)."""
-    values = np.asarray(outputs, dtype=np.float64)
-    if kind == "probs":
-        with np.errstate(divide="ignore"):
-            values = np.log(values)
+def log_softmax64(scores: np.ndarray) -> np.ndarray:
+    """float64 log-softmax of logits or log-probabilities (which it renormalises) along the last axis."""
+    values = np.asarray(scores, dtype=np.float64)
     shifted = values - values.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def counted_rows(outputs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None, ignore_index: int) -> np.ndarray:
+    """The (n, C) output rows of the items that count (mask != 0, label != ignore_index); none when the shapes
+    disagree (the accumulator reports that). Output kinds are detected on these: padded rows may hold anything."""
+    labels = np.asarray(labels)
+    if outputs.shape[:-1] != labels.shape:
+        return outputs.reshape(-1, outputs.shape[-1])[:0]
+    counted = labels != ignore_index
+    if mask is not None and np.asarray(mask).shape == labels.shape:
+        counted &= np.asarray(mask) != 0
+    return outputs[counted]
 
 
 def detect_output_kind(outputs: np.ndarray) -> str:

@@ -19,7 +19,7 @@ from ..load.checkpoints import (ORDER_KEYS, CheckpointFile, choose_order_key, di
                                 last_integer, order_checkpoints)
 from . import distributed
 from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache
-from .records import EpochRecords, ItemTable, OutputsAccumulator, detect_output_kind, log_softmax64
+from .records import EpochRecords, ItemTable, OutputsAccumulator, counted_rows, detect_output_kind, log_softmax64
 
 __all__ = ["EvaluatedEpoch", "Skipped", "NonFiniteEpoch", "Evaluation", "evaluate_run"]
 
@@ -455,11 +455,7 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
             raise DataError(f"{source.path}: 'outputs' of shape {outputs.shape}; expected (N, C) or (N, T, C)")
         kind = config.outputs
         if kind == "auto":   # decided on counted rows only: padded rows may hold anything
-            labels = np.asarray(content["labels"])
-            counted = labels != config.ignore_index
-            if content.get("mask") is not None and np.asarray(content["mask"]).shape == labels.shape:
-                counted &= np.asarray(content["mask"]) != 0
-            sample = outputs[counted] if outputs.shape[:-1] == labels.shape else outputs.reshape(-1, outputs.shape[-1])
+            sample = counted_rows(outputs, content["labels"], content.get("mask"), config.ignore_index)
             kind = detect_output_kind(sample[:256]) if len(sample) else "logits"
         with np.errstate(invalid="ignore", divide="ignore"):
             scores = np.log(outputs.astype(np.float64)) if kind == "probs" else outputs.astype(np.float64)
@@ -472,7 +468,7 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
             raise DataError(f"{source.path}: 'mask' of shape {np.asarray(mask).shape} does not match 'labels' of "
                             f"shape {np.asarray(content['labels']).shape}")
         with np.errstate(invalid="ignore", over="ignore"):
-            log_probs = log_softmax64(scores, "logits")
+            log_probs = log_softmax64(scores)
         accumulator.add(log_probs, content["labels"], mask,
                         ids=None if ids is None else list(np.asarray(ids).tolist()), nonfinite_rows=nonfinite)
         return _reduction(config, source, accumulator, metadata, kind)

@@ -98,13 +98,10 @@ def report_context(*, run_name: str, analysis, evaluation, findings, verdict, fi
             "top_confusions": _top_confusions(m.confusion, class_labels),
             "hist_correct": _bar_heights(view.hist_correct, scale), "hist_wrong": _bar_heights(view.hist_wrong, scale),
             "n_correct": int(view.hist_correct.sum()), "n_wrong": int(view.hist_wrong.sum()),
-            "per_class": [{"name": name, "colour": colour, "support": c.support, "loss": c.loss,
-                           "loss_share": c.loss_share, "precision": c.precision, "recall": c.recall}
-                          for name, colour, c in zip(class_labels, colours, m.per_class)],
-            "per_class_print": _largest([{"name": name, "colour": colour, "support": c.support, "loss": c.loss,
+            "per_class": (class_rows := [{"name": name, "colour": colour, "support": c.support, "loss": c.loss,
                                           "loss_share": c.loss_share, "precision": c.precision, "recall": c.recall}
-                                         for name, colour, c in zip(class_labels, colours, m.per_class)],
-                                        lambda row: row["loss_share"]),
+                                         for name, colour, c in zip(class_labels, colours, m.per_class)]),
+            "per_class_print": _largest(class_rows, lambda row: row["loss_share"]),
             "sha256": evaluated.sha256[:16], "output_kind": evaluated.output_kind,
         })
     notes = {0: "first", analysis.best_loss_index: "lowest loss", len(epochs) - 1: "last"}
