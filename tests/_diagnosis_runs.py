@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from postmortem.analyze.run import RunAnalysis, analyze_epochs
-from postmortem.evaluate.records import EpochRecords, reduce_log_probs
+from postmortem.evaluate.records import EpochRecords, reduce_outputs
 from postmortem.evaluate.runner import EvaluatedEpoch
 
 
@@ -43,10 +43,9 @@ def make_records(labels, pred, nll, *, n_classes: int | None = None, confidence=
 def records_from_logits(logits, labels, class_weights=None) -> EpochRecords:
     """Records as the evaluation stage makes them, temperature fit included."""
     logits = np.asarray(logits, dtype=np.float64)
-    log_probs = logits - logits.max(axis=1, keepdims=True)
-    log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
     weights = np.ones(logits.shape[1]) if class_weights is None else np.asarray(class_weights, float)
-    return reduce_log_probs(log_probs, np.asarray(labels), weights[np.asarray(labels)])
+    records, _ = reduce_outputs(logits, np.asarray(labels), weights[np.asarray(labels)])
+    return records
 
 
 def evaluated(records: EpochRecords, epoch: int) -> EvaluatedEpoch:

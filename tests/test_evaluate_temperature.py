@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 
-from postmortem.evaluate.temperature import LOG_T_BOUNDS, crossfit_temperature, fit_temperature, scaled_nll
+from postmortem.evaluate.temperature import LOG_T_BOUNDS, ShiftedLogits, crossfit_temperature, fit_temperature, scaled_nll
 
 
 def _logits(n=400, c=5, scale=3.0, seed=0):
@@ -71,7 +71,7 @@ def test_crossfit_with_identical_halves_equals_the_in_sample_fit():
     z, labels = _logits(100)
     doubled_z, doubled_labels = np.repeat(z, 2, axis=0), np.repeat(labels, 2)   # even half == odd half
     log_probs = doubled_z - np.log(np.exp(doubled_z).sum(axis=1, keepdims=True))
-    fit = crossfit_temperature(log_probs, doubled_labels, np.ones(200))
+    fit = crossfit_temperature(ShiftedLogits.of(log_probs, doubled_labels), np.ones(200))
     t = fit_temperature(z, labels, np.ones(100))
     assert fit.temperature == pytest.approx(t, rel=1e-5)
     assert fit.scaled_loss == pytest.approx(_weighted_loss(z, labels, np.ones(100), t), rel=1e-9)
@@ -85,13 +85,13 @@ def test_crossfit_scores_each_half_with_the_other_halfs_temperature():
     t_odd = fit_temperature(z[odd], labels[odd], weights[odd])
     expected = (weights[odd] @ scaled_nll(z[odd], labels[odd], 1 / t_even)
                 + weights[even] @ scaled_nll(z[even], labels[even], 1 / t_odd)) / weights.sum()
-    assert crossfit_temperature(z, labels, weights).scaled_loss == pytest.approx(expected, rel=1e-12)
+    assert crossfit_temperature(ShiftedLogits.of(z, labels), weights).scaled_loss == pytest.approx(expected, rel=1e-12)
 
 
 def test_single_item_and_zero_weight_do_not_fail():
     z, labels = np.array([[2.0, 0.0, -1.0]]), np.array([1])
     # one wrong item: the flattest softmax (largest T) is best; T = 20 gives ln(sum exp(z / 20)) - 0 / 20
-    fit = crossfit_temperature(z, labels, np.ones(1))
+    fit = crossfit_temperature(ShiftedLogits.of(z, labels), np.ones(1))
     assert fit.temperature == pytest.approx(20.0, rel=1e-4)
     assert fit.scaled_loss == pytest.approx(np.log(np.exp(z / 20).sum()), rel=1e-4)
     assert fit_temperature(z, labels, np.zeros(1)) == 1.0

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from postmortem.config import OPTION_NAMES, build_config, read_config_file
 from postmortem.errors import ConfigError
-from postmortem.evaluate.records import OutputsAccumulator, log_softmax64
+from postmortem.evaluate.records import OutputsAccumulator
 from postmortem.load.checkpoints import CheckpointFile, choose_order_key, last_integer, order_checkpoints
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -211,7 +211,7 @@ def test_shares_sum_to_the_loss_and_confusion_sums_to_the_counted_items(outputs,
     if weights is not None:
         assume(np.asarray(weights)[labels[counted]].sum() > 0)
     accumulator = OutputsAccumulator(weights, -100, "test")
-    accumulator.add(log_softmax64(logits), labels, mask)
+    accumulator.add(logits, labels, mask)
     items, records = accumulator.finish()
     class_weights = np.ones(logits.shape[1]) if weights is None else np.asarray(weights)
     metrics = epoch_metrics(items.labels, records.pred, records.nll, records.confidence, records.sum_sq_prob, class_weights)
@@ -225,7 +225,7 @@ def test_shares_sum_to_the_loss_and_confusion_sums_to_the_counted_items(outputs,
 
     rng = np.random.default_rng(other_seed)        # a second epoch: the change splits exactly by class and group
     later = OutputsAccumulator(weights, -100, "test")
-    later.add(log_softmax64(logits + rng.normal(size=logits.shape) * 3), labels, mask)
+    later.add(logits + rng.normal(size=logits.shape) * 3, labels, mask)
     _, after = later.finish()
     change = decompose_loss_change(items.labels, class_weights, records, after, 0, 1)
     assert math.isclose(change.by_class_transition.sum(), change.loss_change, rel_tol=1e-9, abs_tol=1e-12)

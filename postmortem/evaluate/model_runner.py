@@ -80,7 +80,8 @@ def _default_forward(model: Any, batch: Any, data_source: str = "validation data
 
 def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None, output_kind: str,
                    accumulator: OutputsAccumulator) -> str:
-    """Forward every batch in eval mode under inference_mode; returns the output kind used (auto resolved)."""
+    """Forward every batch in eval mode under inference_mode, handing the outputs to `accumulator` as they
+    come (float32, or float64 where the model computes in float64); returns the output kind (auto resolved)."""
     import torch
 
     call: Callable[[Any, Any], Any] = forward if forward is not None else \
@@ -97,22 +98,15 @@ def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None,
             if outputs.ndim < 2:
                 raise DataError(f"{accumulator.source}: model outputs of shape {tuple(outputs.shape)}; "
                                 "expected (B, C) or (B, T, C) class scores")
-            kind = resolved
+            scores = _as_numpy(outputs if outputs.dtype == torch.float64 else outputs.float())
             if resolved == "auto":   # decided on the first counted rows: padded rows may hold anything
-                sample = counted_rows(outputs.detach().double().cpu().numpy(), _as_numpy(labels),
-                                      None if mask is None else _as_numpy(mask), accumulator.ignore_index)
-                kind = resolved = detect_output_kind(sample[:256]) if len(sample) else "auto"
-            scores = outputs.double()
-            if kind == "probs":
-                scores = scores.log()
-            # NaN or +inf anywhere, or a row of only -inf, has no probabilities; -inf alone is a probability of 0.
-            nonfinite = scores.isnan().any(dim=-1) | scores.isposinf().any(dim=-1) | scores.isneginf().all(dim=-1)
-            log_probs = torch.log_softmax(scores, dim=-1)
+                sample = counted_rows(scores, _as_numpy(labels), None if mask is None else _as_numpy(mask),
+                                      accumulator.ignore_index)
+                resolved = detect_output_kind(sample[:256]) if len(sample) else "auto"
             ids = batch.get("ids") if isinstance(batch, dict) else None
             groups = batch.get("groups") if isinstance(batch, dict) else None
-            accumulator.add(log_probs.cpu().numpy(), _as_numpy(labels), None if mask is None else _as_numpy(mask),
-                            ids=_as_list(ids), groups=None if groups is None else _as_numpy(groups),
-                            nonfinite_rows=nonfinite.cpu().numpy())
+            accumulator.add(scores, _as_numpy(labels), None if mask is None else _as_numpy(mask),
+                            ids=_as_list(ids), groups=None if groups is None else _as_numpy(groups))
     return resolved if resolved != "auto" else "logits"
 
 

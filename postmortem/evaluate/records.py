@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
-from .temperature import crossfit_temperature
+from .temperature import ShiftedLogits, crossfit_temperature, row_blocks
 from ..errors import DataError, NonFiniteOutputsError
 
-__all__ = ["ItemTable", "EpochRecords", "OutputsAccumulator", "log_softmax64", "counted_rows", "detect_output_kind", "reduce_log_probs"]
+__all__ = ["ItemTable", "EpochRecords", "OutputsAccumulator", "counted_rows", "detect_output_kind", "reduce_outputs"]
 
 ITEM_SCALARS = ("pred", "confidence", "nll", "margin", "logit_norm", "entropy", "sum_sq_prob")
 
@@ -53,13 +54,6 @@ class EpochRecords:
         return {name: getattr(self, name) for name in ITEM_SCALARS}
 
 
-def log_softmax64(scores: np.ndarray) -> np.ndarray:
-    """float64 log-softmax of logits or log-probabilities (which it renormalises) along the last axis."""
-    values = np.asarray(scores, dtype=np.float64)
-    shifted = values - values.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def counted_rows(outputs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None, ignore_index: int) -> np.ndarray:
     """The (n, C) output rows of the items that count (mask != 0, label != ignore_index); none when the shapes
     disagree (the accumulator reports that). Output kinds are detected on these: padded rows may hold anything."""
@@ -84,36 +78,61 @@ def detect_output_kind(outputs: np.ndarray) -> str:
     return "logits"
 
 
-def reduce_log_probs(log_probs: np.ndarray, labels: np.ndarray, item_weights: np.ndarray) -> EpochRecords:
-    """Reduce float64 log-probabilities (N, C) of the counted items to per-item scalars."""
-    n, n_classes = log_probs.shape
-    rows = np.arange(n)
-    probs = np.exp(log_probs)
-    pred = log_probs.argmax(axis=1)
-    true_log_prob = log_probs[rows, labels]
-    others = log_probs.copy()
-    others[rows, labels] = -np.inf
-    centred = log_probs - log_probs.mean(axis=1, keepdims=True) if np.isfinite(log_probs).all() else \
-        _centred_with_zero_probs(log_probs)
-    fit = crossfit_temperature(centred, labels, item_weights)
-    return EpochRecords(
-        n_classes=n_classes,
-        pred=pred.astype(np.int64),
-        confidence=probs[rows, pred],
-        nll=-true_log_prob,
-        margin=true_log_prob - others.max(axis=1) if n_classes > 1 else np.full(n, np.inf),
-        logit_norm=np.linalg.norm(centred, axis=1),
-        entropy=-np.where(probs > 0, probs * np.where(probs > 0, log_probs, 0.0), 0.0).sum(axis=1),
-        sum_sq_prob=(probs * probs).sum(axis=1),
-        temperature=fit.temperature,
-        scaled_loss=fit.scaled_loss,
-    )
+def reduce_outputs(outputs: np.ndarray, labels: np.ndarray, item_weights: np.ndarray,
+                   kind: str = "logits") -> tuple[EpochRecords, int]:
+    """Reduce the model outputs (N, C) of the counted items to per-item scalars, and count the items with no
+    probabilities (NaN or +inf anywhere, or a row of only -inf; a single -inf is a probability of 0).
 
-
-def _centred_with_zero_probs(log_probs: np.ndarray) -> np.ndarray:
-    """Centred logits when some probabilities underflowed to exactly 0: clamp at the float64 floor first."""
-    floored = np.maximum(log_probs, np.log(np.finfo(np.float64).tiny))
-    return floored - floored.mean(axis=1, keepdims=True)
+    outputs are logits, log-probabilities or probabilities (`kind`); each block of rows is taken to float64 and
+    log-softmaxed there (log-probabilities are renormalised). Blocks of rows (row_blocks) keep every temporary
+    small; the one N x C array made is the max-shifted matrix the temperature fit passes over several times.
+    Records are None when any item has no probabilities."""
+    n, n_classes = outputs.shape
+    scalars = {name: np.empty(n) for name in ITEM_SCALARS}
+    scalars["pred"] = np.empty(n, dtype=np.int64)
+    shifted, true_gap = np.empty((n, n_classes)), np.empty(n)
+    n_nonfinite = 0
+    for rows in row_blocks(n, n_classes):
+        scores, y = outputs[rows].astype(np.float64), labels[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if kind == "probs":
+                np.log(scores, out=scores)
+            finite = np.isfinite(scores).all()
+            if not finite:
+                n_nonfinite += int((np.isnan(scores).any(axis=1) | np.isposinf(scores).any(axis=1)
+                                    | np.isneginf(scores).all(axis=1)).sum())
+            if n_nonfinite:
+                continue
+            at = np.arange(len(y))
+            s = shifted[rows]
+            np.subtract(scores, scores.max(axis=1, keepdims=True), out=s)
+            e = np.exp(s)
+            norm = e.sum(axis=1, keepdims=True)
+            log_probs = s - np.log(norm)
+            probs = np.divide(e, norm, out=e)
+            pred = s.argmax(axis=1)
+            scalars["pred"][rows] = pred
+            scalars["confidence"][rows] = probs[at, pred]
+            scalars["nll"][rows] = -log_probs[at, y]
+            if n_classes > 1:
+                others = s.copy()
+                others[at, y] = -np.inf
+                scalars["margin"][rows] = s[at, y] - others.max(axis=1)
+            else:
+                scalars["margin"][rows] = np.inf
+            # p log p is 0 where p is 0 (and log p is -inf)
+            scalars["entropy"][rows] = -np.einsum("ij,ij->i", probs, log_probs if finite else
+                                                  np.where(probs > 0, log_probs, 0.0))
+            scalars["sum_sq_prob"][rows] = np.einsum("ij,ij->i", probs, probs)
+        if not finite:   # probabilities of exactly 0: clamp at the float64 floor, so logits stay finite
+            np.maximum(s, np.log(np.finfo(np.float64).tiny), out=s)
+        true_gap[rows] = s[at, y]
+        centred = s - s.mean(axis=1, keepdims=True)
+        scalars["logit_norm"][rows] = np.sqrt(np.einsum("ij,ij->i", centred, centred))
+    if n_nonfinite:
+        return None, n_nonfinite
+    fit = crossfit_temperature(ShiftedLogits(shifted, true_gap), item_weights)
+    return EpochRecords(n_classes=n_classes, temperature=fit.temperature, scaled_loss=fit.scaled_loss, **scalars), 0
 
 
 @dataclass
@@ -121,26 +140,26 @@ class OutputsAccumulator:
     """Collects one epoch's counted items batch by batch, then reduces them to EpochRecords.
 
     Items count where mask != 0 and label != ignore_index; outputs are (..., C), labels and mask (...).
+    Outputs are kept as the model gave them (float32 for float16/bfloat16) and go to float64 block by block
+    when the epoch is reduced, off the thread that runs the forward passes.
     """
 
     class_weights: np.ndarray | None
     ignore_index: int
     source: str
-    _log_probs: list = field(default_factory=list)
+    _outputs: list = field(default_factory=list)
     _labels: list = field(default_factory=list)
     _ids: list = field(default_factory=list)
     _groups: list = field(default_factory=list)
     _n_seen: int = 0
-    n_nonfinite: int = 0
     batch_counts: list = field(default_factory=list)   # counted items per batch, in order
 
-    def add(self, log_probs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None,
-            ids: list | np.ndarray | None = None, groups: np.ndarray | None = None,
-            nonfinite_rows: np.ndarray | None = None) -> None:
-        """Add one batch: float64 log-probabilities (B, C) or (B, T, C) and labels (B,) or (B, T)."""
+    def add(self, outputs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None,
+            ids: list | np.ndarray | None = None, groups: np.ndarray | None = None) -> None:
+        """Add one batch: class scores (B, C) or (B, T, C) and labels (B,) or (B, T)."""
         labels = np.asarray(labels)
-        if log_probs.shape[:-1] != labels.shape:
-            raise DataError(f"{self.source}: outputs of shape {tuple(log_probs.shape)} do not fit labels of "
+        if outputs.shape[:-1] != labels.shape:
+            raise DataError(f"{self.source}: outputs of shape {tuple(outputs.shape)} do not fit labels of "
                             f"shape {tuple(labels.shape)} (expected outputs = labels' shape + (classes,))")
         if mask is not None and np.asarray(mask).shape != labels.shape:
             raise DataError(f"{self.source}: mask of shape {tuple(np.asarray(mask).shape)} does not match "
@@ -156,21 +175,20 @@ class OutputsAccumulator:
         counted = labels != self.ignore_index
         if mask is not None:
             counted &= np.asarray(mask) != 0
-        n_classes = log_probs.shape[-1]
+        n_classes = outputs.shape[-1]
         bad = counted & ((labels < 0) | (labels >= n_classes))
         if bad.any():
             values = ", ".join(str(v) for v in sorted(set(labels[bad].tolist()))[:5])
             raise DataError(f"{self.source}: {int(bad.sum())} counted label(s) outside [0, {n_classes}) "
                             f"(values {values}); the model outputs {n_classes} classes, and only "
                             f"ignore_index ({self.ignore_index}) or a mask of 0 may mark items that do not count")
-        if nonfinite_rows is not None:
-            self.n_nonfinite += int((nonfinite_rows & counted).sum())
         self.batch_counts.append(int(counted.sum()))
         batch_ids, batch_groups = self._item_keys(labels.shape, ids, groups)
-        self._log_probs.append(log_probs[counted])
-        self._labels.append(labels[counted].astype(np.int64))
-        self._ids.append(batch_ids[counted])
-        self._groups.append(batch_groups[counted])
+        everything = bool(counted.all())
+        self._outputs.append(outputs.reshape(-1, n_classes).copy() if everything else outputs[counted])
+        self._labels.append(labels.reshape(-1).astype(np.int64) if everything else labels[counted].astype(np.int64))
+        self._ids.append(batch_ids.reshape(-1) if everything else batch_ids[counted])
+        self._groups.append(batch_groups.reshape(-1) if everything else batch_groups[counted])
 
     def _item_keys(self, shape: tuple, ids, groups) -> tuple[np.ndarray, np.ndarray]:
         """Ids and groups for every position of a batch: 'id' per item, 'id:t' per step of a sequence.
@@ -180,32 +198,46 @@ class OutputsAccumulator:
         if len(shape) not in (1, 2):
             raise DataError(f"{self.source}: labels of shape {tuple(shape)}; expected (B,) or (B, T)")
         n = shape[0]
-        base = np.asarray([str(i) for i in (ids if ids is not None else range(self._n_seen, self._n_seen + n))],
-                          dtype=object)
-        if len(base) != n:
-            raise DataError(f"{self.source}: a batch has {len(base)} ids for {n} items")
+        if ids is None:
+            item_ids = _position_ids(self._n_seen, n, shape[1] if len(shape) == 2 else None)
+        else:
+            base = np.asarray([str(i) for i in ids])
+            if len(base) != n:
+                raise DataError(f"{self.source}: a batch has {len(base)} ids for {n} items")
+            item_ids = base if len(shape) == 1 else _step_ids(base, shape[1])
         group = np.asarray(groups, dtype=np.int64).reshape(n) if groups is not None else \
             np.arange(self._n_seen, self._n_seen + n, dtype=np.int64)
         self._n_seen += n
-        if len(shape) == 1:
-            return base, group
-        steps = np.arange(shape[1]).astype(str)
-        item_ids = np.char.add(np.char.add(base.astype(str)[:, None], ":"), steps[None, :])
-        return item_ids.astype(object), np.broadcast_to(group[:, None], shape)
+        return item_ids, group if len(shape) == 1 else np.broadcast_to(group[:, None], shape)
 
-    def finish(self) -> tuple[ItemTable, EpochRecords]:
+    def finish(self, kind: str = "logits") -> tuple[ItemTable, EpochRecords]:
+        """Items and records of the epoch; `kind` says what the outputs are (logits, log_probs or probs)."""
         if not self._labels or sum(len(x) for x in self._labels) == 0:
             raise DataError(f"{self.source}: no items count (every label is masked out or equals ignore_index)")
-        if self.n_nonfinite:
-            total = sum(self.batch_counts)
-            raise NonFiniteOutputsError(f"{self.source}: {self.n_nonfinite} of {total} counted items have NaN "
-                                        "or inf outputs", n_nonfinite=self.n_nonfinite, n_counted=total)
-        log_probs = np.concatenate(self._log_probs)
+        outputs = np.concatenate(self._outputs)
         labels = np.concatenate(self._labels)
-        n_classes = log_probs.shape[1]
+        n_classes = outputs.shape[1]
         weights = np.ones(n_classes) if self.class_weights is None else np.asarray(self.class_weights, dtype=np.float64)
         if len(weights) != n_classes:
             raise DataError(f"{self.source}: outputs have {n_classes} classes but {len(weights)} class weights were given")
-        items = ItemTable(labels=labels, ids=np.concatenate(self._ids).astype(str),
-                          groups=np.concatenate(self._groups).astype(np.int64))
-        return items, reduce_log_probs(log_probs, labels, weights[labels])
+        records, n_nonfinite = reduce_outputs(outputs, labels, weights[labels], kind)
+        if n_nonfinite:
+            raise NonFiniteOutputsError(f"{self.source}: {n_nonfinite} of {len(labels)} counted items have NaN "
+                                        "or inf outputs", n_nonfinite=n_nonfinite, n_counted=len(labels))
+        items = ItemTable(labels=labels, ids=np.concatenate(self._ids), groups=np.concatenate(self._groups))
+        return items, records
+
+
+def _step_ids(base: np.ndarray, steps: int) -> np.ndarray:
+    """'id:t' for every step t of every sequence id."""
+    return np.char.add(np.char.add(base.astype(str)[:, None], ":"), np.arange(steps).astype(str)[None, :])
+
+
+@lru_cache(maxsize=1024)
+def _position_ids(start: int, n: int, steps: int | None) -> np.ndarray:
+    """Default ids of a batch from its position in the data (read-only, shared by every epoch of a run:
+    making the strings costs more than a small model's forward pass on the same batch)."""
+    base = np.arange(start, start + n).astype(str)
+    ids = base if steps is None else _step_ids(base, steps)
+    ids.flags.writeable = False
+    return ids

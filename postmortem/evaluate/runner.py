@@ -19,7 +19,7 @@ from ..load.checkpoints import (ORDER_KEYS, CheckpointFile, choose_order_key, di
                                 last_integer, order_checkpoints)
 from . import distributed
 from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache
-from .records import EpochRecords, ItemTable, OutputsAccumulator, counted_rows, detect_output_kind, log_softmax64
+from .records import EpochRecords, ItemTable, OutputsAccumulator, counted_rows, detect_output_kind
 
 __all__ = ["EvaluatedEpoch", "Skipped", "NonFiniteEpoch", "Evaluation", "evaluate_run"]
 
@@ -242,7 +242,8 @@ def _evaluate_one(source: CheckpointFile, sha: str, cache: EvaluationCache,
 
 
 def _settle(outcome: tuple[str, Any], cache: EvaluationCache, size: int, bar) -> tuple[str, Any]:
-    """Wait for a pending reduction and store it in the cache; a fatal error stops a one-process run at once."""
+    """Wait for a pending reduction and store it in the cache; a fatal error stops a one-process run at once.
+    (The store stays on this thread: on a CPU run, writing from the reducer slows the forward passes.)"""
     if outcome[0] == "pending":
         source, future, sha = outcome[1]
         outcome = _outcome(source, future.result)
@@ -326,7 +327,7 @@ def _reduction(config: ReportConfig, source: CheckpointFile, accumulator: Output
     """The second step of one checkpoint: its collected outputs reduced to records (run on a reducer thread)."""
     def finish() -> CachedEpoch:
         try:
-            items, records = accumulator.finish()
+            items, records = accumulator.finish(kind)
         except NonFiniteOutputsError as exc:
             raise _nonfinite_error(exc, source, metadata) from exc
         _check_class_count(config, records.n_classes, str(source.path))
@@ -457,9 +458,6 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
         if kind == "auto":   # decided on counted rows only: padded rows may hold anything
             sample = counted_rows(outputs, content["labels"], content.get("mask"), config.ignore_index)
             kind = detect_output_kind(sample[:256]) if len(sample) else "logits"
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scores = np.log(outputs.astype(np.float64)) if kind == "probs" else outputs.astype(np.float64)
-        nonfinite = np.isnan(scores).any(-1) | np.isposinf(scores).any(-1) | np.isneginf(scores).all(-1)
         accumulator = OutputsAccumulator(config.class_weights, config.ignore_index, str(source.path))
         ids = content.get("ids")
         metadata = {k: int(np.asarray(content[k])) for k in ORDER_KEYS if k in content and np.asarray(content[k]).size == 1}
@@ -467,10 +465,7 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
         if mask is not None and np.asarray(mask).shape != np.asarray(content["labels"]).shape:
             raise DataError(f"{source.path}: 'mask' of shape {np.asarray(mask).shape} does not match 'labels' of "
                             f"shape {np.asarray(content['labels']).shape}")
-        with np.errstate(invalid="ignore", over="ignore"):
-            log_probs = log_softmax64(scores)
-        accumulator.add(log_probs, content["labels"], mask,
-                        ids=None if ids is None else list(np.asarray(ids).tolist()), nonfinite_rows=nonfinite)
+        accumulator.add(outputs, content["labels"], mask, ids=None if ids is None else list(np.asarray(ids).tolist()))
         return _reduction(config, source, accumulator, metadata, kind)
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
