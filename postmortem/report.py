@@ -10,7 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -19,6 +19,8 @@ from .config import ReportConfig
 from .errors import InputError
 
 __all__ = ["ReportResult", "write_report"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -119,21 +121,52 @@ def _figures_key(evaluation, classes, colours, log_key: str) -> str:
     return digest.hexdigest()
 
 
-def _cached_figures(directory: Path, key: str, draw):
+def _from_cache(directory: Path, prefix: str, key: str, suffix: str, make: Callable[[], bytes],
+                read: Callable[[bytes], T]) -> T:
+    """read() of OUT/cache/{prefix}-{key}{suffix} when that file exists and reads back, else of make()'s bytes,
+    stored there first (replacing older {prefix}-*{suffix} files: only the latest drawing is worth keeping)."""
+    path = directory / f"{prefix}-{key[:32]}{suffix}"
+    try:
+        return read(path.read_bytes())
+    except (OSError, ValueError, TypeError):   # absent, or corrupt: made again
+        pass
+    data = make()
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob(f"{prefix}-*{suffix}"):
+        stale.unlink(missing_ok=True)
+    _write_atomically({path.name: data}, directory)
+    return read(data)
+
+
+def _cached_figures(directory: Path, key: str, draw: Callable[[], list]) -> list:
     """Figures from OUT/cache when the same inputs were drawn before (a re-render skips matplotlib), else drawn."""
     from .render.figures import Figure
 
-    path = directory / f"figures-{key[:32]}.json"
-    try:
-        return [Figure(**entry) for entry in json.loads(path.read_text(encoding="utf-8"))]
-    except (OSError, ValueError, TypeError):
-        pass
-    figures = draw()
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("figures-*.json"):   # only the latest drawing is worth keeping
-        stale.unlink(missing_ok=True)
-    _write_atomically({path.name: json.dumps([vars(f) for f in figures]).encode()}, directory)
-    return figures
+    return _from_cache(directory, "figures", key, ".json", lambda: json.dumps([vars(f) for f in draw()]).encode(),
+                       lambda data: [Figure(**entry) for entry in json.loads(data)])
+
+
+def _cached_pdf(directory: Path, print_html: str) -> bytes:
+    """The PDF of this exact print HTML from OUT/cache when it was laid out before (weasyprint takes seconds),
+    keyed by the HTML, the PDF code and weasyprint's version; else laid out now."""
+    import hashlib
+    from importlib.metadata import version
+
+    from .render import pdf
+
+    def whole(data: bytes) -> bytes:
+        if not (data.startswith(b"%PDF-") and b"%%EOF" in data[-1024:]):
+            raise ValueError("not a whole PDF")
+        return data
+
+    key = hashlib.sha256(print_html.encode() + Path(pdf.__file__).read_bytes() + version("weasyprint").encode())
+    return _from_cache(directory, "report", key.hexdigest(), ".pdf", lambda: pdf.pdf_bytes(print_html), whole)
+
+
+def _drawing_processes() -> int:
+    """Processes to draw the figures with: the cores this process may use, at most 4 (9 figures)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cores, 4)
 
 
 class _StageClock:
@@ -187,7 +220,8 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     log_key = "step" if evaluation.order_key in ("global_step", "step") else "epoch"
     announce("drawing figures")
     figures = _cached_figures(config.out_dir / "cache", _figures_key(evaluation, classes, colours, log_key),
-                              lambda: render_figures(analysis, colours, classes, evaluation.train_log, log_key))
+                              lambda: render_figures(analysis, colours, classes, evaluation.train_log, log_key,
+                                                     processes=_drawing_processes()))
     clock.lap("figures")
     context = report_context(run_name=config.run_name, analysis=analysis, evaluation=evaluation,
                              findings=findings, verdict=verdict(analysis, findings), figures=figures,
@@ -200,10 +234,10 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
              "report.md": render_markdown(context).encode()}
     clock.lap("html")
     if not config.no_pdf:
-        from .render.pdf import pdf_bytes
         announce("laying out report.pdf")
         # The PDF shows the key epochs in full (weasyprint lays out ~1 ms per table cell); the HTML shows all.
-        files["report.pdf"] = pdf_bytes(render_template("report.html.j2", css=css, for_print=True, **context))
+        files["report.pdf"] = _cached_pdf(config.out_dir / "cache",
+                                          render_template("report.html.j2", css=css, for_print=True, **context))
         clock.lap("pdf")
     written = _write_atomically(files, config.out_dir)
     clock.lap("write")

@@ -318,3 +318,39 @@ def test_pdf_lists_the_classes_that_carry_the_loss_when_there_are_many(tmp_path)
     last = metrics["epochs"][-1]["per_class"]
     top = sorted(names, key=lambda n: -last[n]["loss_share"])[:20]
     assert all(name in pdf_text for name in top)
+
+
+def test_figures_drawn_in_forked_processes_are_the_same_bytes_in_the_same_order():
+    from _diagnosis_runs import analysis_of, overconfident_run
+
+    from postmortem.render.figures import class_colours, render_figures
+
+    labels, records = overconfident_run(n_items=300)
+    analysis = analysis_of(labels, records)
+    classes = [f"class {i}" for i in range(4)]
+    alone = render_figures(analysis, class_colours(4), classes, processes=1)
+    forked = render_figures(analysis, class_colours(4), classes, processes=3)
+    assert len(alone) == 9 and [f.id for f in forked] == [f.id for f in alone]
+    assert forked == alone
+
+
+def test_a_rerender_with_nothing_changed_reuses_the_pdf_and_lays_it_out_again_when_the_report_changes(tmp_path):
+    from pypdf import PdfReader
+
+    run = tmp_path / "digits_mlp"
+    shutil.copytree(SAMPLE, run, ignore=shutil.ignore_patterns("postmortem-report"))
+    out = tmp_path / "out"
+    for _ in range(2):    # the first run evaluates, the second reads the evaluation cache: their provenance differs
+        assert main(["report", str(run), "--out", str(out), "--quiet"]) == 0
+    cached = list((out / "cache").glob("report-*.pdf"))
+    assert len(cached) == 1 and cached[0].read_bytes() == (out / "report.pdf").read_bytes()
+    stamp = cached[0].stat().st_mtime_ns
+    assert main(["report", str(run), "--out", str(out), "--quiet"]) == 0      # nothing changed: not laid out again
+    assert cached[0].stat().st_mtime_ns == stamp
+    assert (out / "report.pdf").read_bytes() == cached[0].read_bytes()
+    cached[0].write_bytes(b"%PDF-1.7 truncated")                                # a corrupt entry is laid out again
+    assert main(["report", str(run), "--out", str(out), "--quiet"]) == 0
+    assert len(PdfReader(out / "report.pdf").pages) > 1
+    assert main(["report", str(run), "--out", str(out), "--quiet", "--title", "another name"]) == 0
+    assert "another name" in PdfReader(out / "report.pdf").pages[0].extract_text()
+    assert len(list((out / "cache").glob("report-*.pdf"))) == 1

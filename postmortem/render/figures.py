@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import multiprocessing
 from dataclasses import dataclass
 
 import numpy as np
@@ -249,81 +250,127 @@ def draw_logits(axes, epochs: np.ndarray, norm_pct: np.ndarray, margin_pct: np.n
     _epoch_ticks(axes[2], epochs)
 
 
-def render_figures(analysis, colours: list[str], class_labels, train_log=None, log_key: str = "epoch") -> list[Figure]:
-    """The report's figures, in the order they appear; ids are what findings link to."""
+def render_figures(analysis, colours: list[str], class_labels, train_log=None, log_key: str = "epoch",
+                   processes: int = 1) -> list[Figure]:
+    """The report's figures, in the order they appear; ids are what findings link to.
+
+    With processes > 1 (where the OS can fork) they are drawn by that many forked processes: matplotlib's
+    drawing is Python code holding the GIL, so threads would not help, and a fork shares the analysis and the
+    imported matplotlib without pickling or re-importing them."""
+    plans = _figure_plans(analysis, colours, class_labels, train_log, log_key)
+    if processes > 1 and "fork" in multiprocessing.get_all_start_methods():
+        return _draw_forked(plans, processes)
+    return [plan() for plan in plans]
+
+
+_PLANS: list = []   # the figure plans of the current _draw_forked call, inherited by its forked workers
+
+
+def _draw_plan(index: int) -> Figure:
+    return _PLANS[index]()
+
+
+def _draw_forked(plans: list, processes: int) -> list[Figure]:
+    import importlib
+    from concurrent.futures import ProcessPoolExecutor
+
+    importlib.import_module("matplotlib.backends.backend_svg")   # imported once here, before the fork, not per worker
+    global _PLANS
+    _PLANS = plans
+    try:
+        with ProcessPoolExecutor(min(processes, len(plans)), mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_draw_plan, range(len(plans))))
+    finally:
+        _PLANS = []
+
+
+def _figure_plans(analysis, colours: list[str], class_labels, train_log, log_key: str) -> list:
+    """One function per figure, each drawing it and returning a Figure."""
     from ..analyze.decomposition import TRANSITIONS
 
     class_labels = [plain_text(name) for name in class_labels]
     epochs = np.array([e.epoch for e in analysis.epochs])
     views = analysis.epochs
     best, last = analysis.best_loss_index, len(views) - 1
-    figures = []
-
-    def add(fig_id: str, title: str, caption: str, figure) -> None:
-        figures.append(Figure(fig_id, title, caption, _to_data_uri(figure)))
-
-    figure = _new_figure(7.0, 3.2, top=0.86)
-    draw_curves(figure.add_subplot(), epochs, analysis.losses, analysis.accuracies, best,
-                analysis.best_accuracy_index, train_log, log_key)
-    add("fig-curves", "Validation loss and accuracy",
-        "Loss (left axis) and accuracy (right axis) per checkpoint; dashed lines mark the lowest loss and highest accuracy."
-        + (" Grey: curves from the training log." if train_log is not None else ""), figure)
-
-    d = analysis.decomposition
-    height = 1.4 + 0.22 * len(class_labels) if len(class_labels) <= 30 else 8.0
-    figure = _new_figure(7.0, height, left=0.2, right=0.97, bottom=0.5 / height, top=1 - 0.15 / height)
-    draw_decomposition(figure.add_subplot(), d, class_labels, TRANSITIONS)
-    add("fig-decomposition", f"Where the loss change comes from (epoch {views[d.from_index].epoch} → {views[d.to_index].epoch})",
-        f"Each bar is one true class's exact part of the change dL = {d.loss_change:+.4f}, split by whether its items "
-        "were correct or wrong before and after; the bars sum to dL.", figure)
-
-    figure = _new_figure(7.0, 3.2, right=0.97)
-    draw_loss_shares(figure.add_subplot(), epochs, analysis.loss_shares, class_labels, colours)
-    add("fig-loss-shares", "Loss decomposed by class",
-        "Each band is one class's additive part of the epoch loss (Σ over its items of w[y]·NLL / Σ w[y]); bands sum to the loss.",
-        figure)
-
-    figure = _new_figure(7.0, 3.2, top=0.86)
-    draw_calibration(figure.add_subplot(), epochs, analysis.losses, np.array([v.scaled_loss for v in views]),
-                     np.array([v.temperature for v in views]),
-                     np.array([v.calibration.expected_calibration_error for v in views]))
-    add("fig-calibration", "Raw vs temperature-scaled loss",
-        "Temperature scaling (T fitted per epoch, loss cross-fitted on two halves) removes miscalibration but cannot "
-        "change a single prediction: the gap between the curves is calibration, the scaled curve is discrimination.", figure)
-
-    figure = _new_figure(7.0, 3.0, left=0.08, right=0.98, wspace=0.12)
-    left, right = figure.subplots(1, 2, sharey=True)
-    draw_reliability(left, views[best].calibration.reliability, f"epoch {views[best].epoch} (lowest loss)")
-    draw_reliability(right, views[last].calibration.reliability, f"epoch {views[last].epoch} (last)")
-    add("fig-reliability", "Reliability diagrams",
-        "Accuracy against confidence in 15 equal-width bins; bars below the diagonal are overconfident.", figure)
-
-    height = 1.2 + 0.18 * len(epochs) if len(epochs) <= 40 else 8.4
-    figure = _new_figure(7.0, height, left=0.08, right=0.97, wspace=0.35, bottom=0.5 / height, top=1 - 0.3 / height)
-    left, right = figure.subplots(1, 2, sharey=True)
-    draw_confidence_heatmap(left, epochs, np.array([v.hist_correct for v in views]), "correct predictions")
-    draw_confidence_heatmap(right, epochs, np.array([v.hist_wrong for v in views]), "wrong predictions")
-    add("fig-confidence", "Confidence of correct and wrong predictions, every epoch",
-        "One row per epoch: darker cells hold more of that epoch's correct (left) or wrong (right) predictions.", figure)
-
     side = 2.4 if len(class_labels) <= ANNOTATE_MAX_CLASSES else 3.0
-    figure = _new_figure(7.2, side + 0.9, left=0.12, right=0.98, bottom=0.9 / (side + 0.9), top=0.9, wspace=0.45)
-    draw_confusions(figure.subplots(1, 3), views[best].metrics.confusion, views[last].metrics.confusion,
-                    class_labels, views[best].epoch, views[last].epoch)
-    add("fig-confusion", "Confusion matrices at the lowest-loss and last epochs",
-        "Rows are true classes, normalised to sum to 1; numbers are item counts (the difference shows count changes).",
-        figure)
 
-    figure = _new_figure(4.2, side + 1.0, left=0.3, right=0.95, bottom=1.0 / (side + 1.0), top=0.9)
-    draw_flow(figure.add_subplot(), analysis.flow, class_labels)
-    add("fig-flow", f"Prediction flow, epoch {views[analysis.flow.from_index].epoch} → {views[analysis.flow.to_index].epoch}",
-        "Items whose predicted class changed: predicted class at the earlier epoch (rows) and at the later one (columns).",
-        figure)
+    def curves() -> Figure:
+        figure = _new_figure(7.0, 3.2, top=0.86)
+        draw_curves(figure.add_subplot(), epochs, analysis.losses, analysis.accuracies, best,
+                    analysis.best_accuracy_index, train_log, log_key)
+        return Figure("fig-curves", "Validation loss and accuracy",
+                      "Loss (left axis) and accuracy (right axis) per checkpoint; dashed lines mark the lowest loss and "
+                      "highest accuracy." + (" Grey: curves from the training log." if train_log is not None else ""),
+                      _to_data_uri(figure))
 
-    figure = _new_figure(7.0, 2.6, left=0.07, right=0.98, wspace=0.45, bottom=0.18)
-    draw_logits(figure.subplots(1, 3), epochs, np.array([v.logits.logit_norm_percentiles for v in views]),
-                np.array([v.logits.margin_percentiles for v in views]), analysis.flip_rates)
-    add("fig-logits", "Logit norms, margins and flips",
-        "Centred-logit norm and margin z_y - max_other per epoch (bands: 10-90th and 25-75th percentiles); "
-        "flip rate: share of items whose prediction changed since the previous epoch.", figure)
-    return figures
+    def decomposition() -> Figure:
+        d = analysis.decomposition
+        height = 1.4 + 0.22 * len(class_labels) if len(class_labels) <= 30 else 8.0
+        figure = _new_figure(7.0, height, left=0.2, right=0.97, bottom=0.5 / height, top=1 - 0.15 / height)
+        draw_decomposition(figure.add_subplot(), d, class_labels, TRANSITIONS)
+        return Figure("fig-decomposition", f"Where the loss change comes from (epoch {views[d.from_index].epoch} → "
+                      f"{views[d.to_index].epoch})",
+                      f"Each bar is one true class's exact part of the change dL = {d.loss_change:+.4f}, split by whether "
+                      "its items were correct or wrong before and after; the bars sum to dL.", _to_data_uri(figure))
+
+    def loss_shares() -> Figure:
+        figure = _new_figure(7.0, 3.2, right=0.97)
+        draw_loss_shares(figure.add_subplot(), epochs, analysis.loss_shares, class_labels, colours)
+        return Figure("fig-loss-shares", "Loss decomposed by class",
+                      "Each band is one class's additive part of the epoch loss (Σ over its items of w[y]·NLL / Σ w[y]); "
+                      "bands sum to the loss.", _to_data_uri(figure))
+
+    def calibration() -> Figure:
+        figure = _new_figure(7.0, 3.2, top=0.86)
+        draw_calibration(figure.add_subplot(), epochs, analysis.losses, np.array([v.scaled_loss for v in views]),
+                         np.array([v.temperature for v in views]),
+                         np.array([v.calibration.expected_calibration_error for v in views]))
+        return Figure("fig-calibration", "Raw vs temperature-scaled loss",
+                      "Temperature scaling (T fitted per epoch, loss cross-fitted on two halves) removes miscalibration "
+                      "but cannot change a single prediction: the gap between the curves is calibration, the scaled "
+                      "curve is discrimination.", _to_data_uri(figure))
+
+    def reliability() -> Figure:
+        figure = _new_figure(7.0, 3.0, left=0.08, right=0.98, wspace=0.12)
+        left, right = figure.subplots(1, 2, sharey=True)
+        draw_reliability(left, views[best].calibration.reliability, f"epoch {views[best].epoch} (lowest loss)")
+        draw_reliability(right, views[last].calibration.reliability, f"epoch {views[last].epoch} (last)")
+        return Figure("fig-reliability", "Reliability diagrams",
+                      "Accuracy against confidence in 15 equal-width bins; bars below the diagonal are overconfident.",
+                      _to_data_uri(figure))
+
+    def confidence() -> Figure:
+        height = 1.2 + 0.18 * len(epochs) if len(epochs) <= 40 else 8.4
+        figure = _new_figure(7.0, height, left=0.08, right=0.97, wspace=0.35, bottom=0.5 / height, top=1 - 0.3 / height)
+        left, right = figure.subplots(1, 2, sharey=True)
+        draw_confidence_heatmap(left, epochs, np.array([v.hist_correct for v in views]), "correct predictions")
+        draw_confidence_heatmap(right, epochs, np.array([v.hist_wrong for v in views]), "wrong predictions")
+        return Figure("fig-confidence", "Confidence of correct and wrong predictions, every epoch",
+                      "One row per epoch: darker cells hold more of that epoch's correct (left) or wrong (right) "
+                      "predictions.", _to_data_uri(figure))
+
+    def confusion() -> Figure:
+        figure = _new_figure(7.2, side + 0.9, left=0.12, right=0.98, bottom=0.9 / (side + 0.9), top=0.9, wspace=0.45)
+        draw_confusions(figure.subplots(1, 3), views[best].metrics.confusion, views[last].metrics.confusion,
+                        class_labels, views[best].epoch, views[last].epoch)
+        return Figure("fig-confusion", "Confusion matrices at the lowest-loss and last epochs",
+                      "Rows are true classes, normalised to sum to 1; numbers are item counts (the difference shows "
+                      "count changes).", _to_data_uri(figure))
+
+    def flow() -> Figure:
+        figure = _new_figure(4.2, side + 1.0, left=0.3, right=0.95, bottom=1.0 / (side + 1.0), top=0.9)
+        draw_flow(figure.add_subplot(), analysis.flow, class_labels)
+        return Figure("fig-flow", f"Prediction flow, epoch {views[analysis.flow.from_index].epoch} → "
+                      f"{views[analysis.flow.to_index].epoch}",
+                      "Items whose predicted class changed: predicted class at the earlier epoch (rows) and at the "
+                      "later one (columns).", _to_data_uri(figure))
+
+    def logits() -> Figure:
+        figure = _new_figure(7.0, 2.6, left=0.07, right=0.98, wspace=0.45, bottom=0.18)
+        draw_logits(figure.subplots(1, 3), epochs, np.array([v.logits.logit_norm_percentiles for v in views]),
+                    np.array([v.logits.margin_percentiles for v in views]), analysis.flip_rates)
+        return Figure("fig-logits", "Logit norms, margins and flips",
+                      "Centred-logit norm and margin z_y - max_other per epoch (bands: 10-90th and 25-75th percentiles); "
+                      "flip rate: share of items whose prediction changed since the previous epoch.", _to_data_uri(figure))
+
+    return [curves, decomposition, loss_shares, calibration, reliability, confidence, confusion, flow, logits]
