@@ -23,7 +23,7 @@ from .records import EpochRecords, ItemTable, OutputsAccumulator, counted_rows, 
 
 __all__ = ["EvaluatedEpoch", "Skipped", "NonFiniteEpoch", "Evaluation", "evaluate_run"]
 
-TWO_REDUCERS_MAX_BYTES = 16 * 1024 * 1024
+TWO_REDUCERS_MAX_BYTES = 64 * 1024 * 1024
 PREDICTION_SUFFIXES = (".npz", ".pt")
 
 
@@ -469,7 +469,7 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
         return _reduction(config, source, accumulator, metadata, kind)
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
-    # No forward passes to overlap here, so both cores reduce -- unless an epoch is large enough (over 16 MB of
-    # outputs) that two reductions at once would push memory past 2 GB for 100k items x 100 classes.
+    # No forward passes to overlap here, so both cores reduce -- unless an epoch's file is over 64 MB: an epoch in
+    # flight holds its outputs twice and a float64 copy, and 50 x 100k x 100 (40 MB files) peaks at 1.2 GB.
     reducers = 2 if sources[0].path.stat().st_size <= TWO_REDUCERS_MAX_BYTES else 1
     return _collect(config, sources, cache, compute, "predictions", str(root), "", reducers)
