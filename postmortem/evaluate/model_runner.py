@@ -79,9 +79,10 @@ def _default_forward(model: Any, batch: Any, data_source: str = "validation data
 
 
 def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None, output_kind: str,
-                   accumulator: OutputsAccumulator) -> str:
+                   accumulator: OutputsAccumulator, on_device: bool = False) -> str:
     """Forward every batch in eval mode under inference_mode, handing the outputs to `accumulator` as they
-    come (float32, or float64 where the model computes in float64); returns the output kind (auto resolved)."""
+    come (float32, or float64 where the model computes in float64): as tensors where they are when `on_device`
+    (its store is a DeviceOutputs), else as numpy arrays on the host. Returns the output kind (auto resolved)."""
     import torch
 
     call: Callable[[Any, Any], Any] = forward if forward is not None else \
@@ -98,14 +99,15 @@ def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None,
             if outputs.ndim < 2:
                 raise DataError(f"{accumulator.source}: model outputs of shape {tuple(outputs.shape)}; "
                                 "expected (B, C) or (B, T, C) class scores")
-            scores = _as_numpy(outputs if outputs.dtype == torch.float64 else outputs.float())
+            scores = outputs.detach() if outputs.dtype == torch.float64 else outputs.detach().float()
             if resolved == "auto":   # decided on the first counted rows: padded rows may hold anything
-                sample = counted_rows(scores, _as_numpy(labels), None if mask is None else _as_numpy(mask),
+                sample = counted_rows(_as_numpy(scores), _as_numpy(labels), None if mask is None else _as_numpy(mask),
                                       accumulator.ignore_index)
                 resolved = detect_output_kind(sample[:256]) if len(sample) else "auto"
             ids = batch.get("ids") if isinstance(batch, dict) else None
             groups = batch.get("groups") if isinstance(batch, dict) else None
-            accumulator.add(scores, _as_numpy(labels), None if mask is None else _as_numpy(mask),
+            accumulator.add(scores if on_device else _as_numpy(scores), _as_numpy(labels),
+                            None if mask is None else _as_numpy(mask),
                             ids=_as_list(ids), groups=None if groups is None else _as_numpy(groups))
     return resolved if resolved != "auto" else "logits"
 

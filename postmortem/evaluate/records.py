@@ -9,7 +9,7 @@ import numpy as np
 from .temperature import ShiftedLogits, crossfit_temperature, row_blocks
 from ..errors import DataError, NonFiniteOutputsError
 
-__all__ = ["ItemTable", "EpochRecords", "OutputsAccumulator", "counted_rows", "detect_output_kind", "reduce_outputs"]
+__all__ = ["ItemTable", "EpochRecords", "OutputsAccumulator", "counted_rows", "detect_output_kind", "reduce_outputs", "HostOutputs"]
 
 ITEM_SCALARS = ("pred", "confidence", "nll", "margin", "logit_norm", "entropy", "sum_sq_prob")
 
@@ -79,7 +79,7 @@ def detect_output_kind(outputs: np.ndarray) -> str:
 
 
 def reduce_outputs(outputs: np.ndarray, labels: np.ndarray, item_weights: np.ndarray,
-                   kind: str = "logits") -> tuple[EpochRecords, int]:
+                   kind: str = "logits") -> tuple[EpochRecords | None, int]:
     """Reduce the model outputs (N, C) of the counted items to per-item scalars, and count the items with no
     probabilities (NaN or +inf anywhere, or a row of only -inf; a single -inf is a probability of 0).
 
@@ -135,18 +135,32 @@ def reduce_outputs(outputs: np.ndarray, labels: np.ndarray, item_weights: np.nda
     return EpochRecords(n_classes=n_classes, temperature=fit.temperature, scaled_loss=fit.scaled_loss, **scalars), 0
 
 
+class HostOutputs:
+    """Where an accumulator keeps a batch's counted output rows (numpy, on the host) and how it reduces them.
+    evaluate.device_reduce.DeviceOutputs is the same for outputs left on a GPU."""
+
+    @staticmethod
+    def keep(outputs: np.ndarray, counted: np.ndarray) -> np.ndarray:
+        """The counted rows (N, C), as a copy: the caller's array may be reused."""
+        return outputs.reshape(-1, outputs.shape[-1]).copy() if counted.all() else outputs[counted]
+
+    join = staticmethod(np.concatenate)
+    reduce = staticmethod(reduce_outputs)
+
+
 @dataclass
 class OutputsAccumulator:
     """Collects one epoch's counted items batch by batch, then reduces them to EpochRecords.
 
     Items count where mask != 0 and label != ignore_index; outputs are (..., C), labels and mask (...).
-    Outputs are kept as the model gave them (float32 for float16/bfloat16) and go to float64 block by block
-    when the epoch is reduced, off the thread that runs the forward passes.
+    Outputs are kept as the model gave them (float32 for float16/bfloat16) by `store`, on the host unless it
+    is a DeviceOutputs, and go to float64 when the epoch is reduced, off the thread that runs the forward passes.
     """
 
     class_weights: np.ndarray | None
     ignore_index: int
     source: str
+    store: HostOutputs = field(default_factory=HostOutputs)
     _outputs: list = field(default_factory=list)
     _labels: list = field(default_factory=list)
     _ids: list = field(default_factory=list)
@@ -184,11 +198,10 @@ class OutputsAccumulator:
                             f"ignore_index ({self.ignore_index}) or a mask of 0 may mark items that do not count")
         self.batch_counts.append(int(counted.sum()))
         batch_ids, batch_groups = self._item_keys(labels.shape, ids, groups)
-        everything = bool(counted.all())
-        self._outputs.append(outputs.reshape(-1, n_classes).copy() if everything else outputs[counted])
-        self._labels.append(labels.reshape(-1).astype(np.int64) if everything else labels[counted].astype(np.int64))
-        self._ids.append(batch_ids.reshape(-1) if everything else batch_ids[counted])
-        self._groups.append(batch_groups.reshape(-1) if everything else batch_groups[counted])
+        self._outputs.append(self.store.keep(outputs, counted))
+        self._labels.append(labels[counted].astype(np.int64))
+        self._ids.append(batch_ids[counted])
+        self._groups.append(batch_groups[counted])
 
     def _item_keys(self, shape: tuple, ids, groups) -> tuple[np.ndarray, np.ndarray]:
         """Ids and groups for every position of a batch: 'id' per item, 'id:t' per step of a sequence.
@@ -214,13 +227,13 @@ class OutputsAccumulator:
         """Items and records of the epoch; `kind` says what the outputs are (logits, log_probs or probs)."""
         if not self._labels or sum(len(x) for x in self._labels) == 0:
             raise DataError(f"{self.source}: no items count (every label is masked out or equals ignore_index)")
-        outputs = np.concatenate(self._outputs)
+        outputs = self.store.join(self._outputs)
         labels = np.concatenate(self._labels)
         n_classes = outputs.shape[1]
         weights = np.ones(n_classes) if self.class_weights is None else np.asarray(self.class_weights, dtype=np.float64)
         if len(weights) != n_classes:
             raise DataError(f"{self.source}: outputs have {n_classes} classes but {len(weights)} class weights were given")
-        records, n_nonfinite = reduce_outputs(outputs, labels, weights[labels], kind)
+        records, n_nonfinite = self.store.reduce(outputs, labels, weights[labels], kind)
         if n_nonfinite:
             raise NonFiniteOutputsError(f"{self.source}: {n_nonfinite} of {len(labels)} counted items have NaN "
                                         "or inf outputs", n_nonfinite=n_nonfinite, n_counted=len(labels))

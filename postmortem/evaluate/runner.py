@@ -19,7 +19,7 @@ from ..load.checkpoints import (ORDER_KEYS, CheckpointFile, choose_order_key, di
                                 last_integer, order_checkpoints)
 from . import distributed
 from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache
-from .records import EpochRecords, ItemTable, OutputsAccumulator, counted_rows, detect_output_kind
+from .records import EpochRecords, HostOutputs, ItemTable, OutputsAccumulator, counted_rows, detect_output_kind
 
 __all__ = ["EvaluatedEpoch", "Skipped", "NonFiniteEpoch", "Evaluation", "evaluate_run"]
 
@@ -346,6 +346,7 @@ def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
     from ..load.checkpoints import read_checkpoint
     from ..load.data import load_validation_data
     from ..load.spec import DEFAULT_SPEC_FILE, resolve_callable
+    from .device_reduce import DeviceOutputs, reduces_on_device
     from .model_runner import prepare_model, run_checkpoint, to_device
 
     _check_device(config.device)
@@ -361,11 +362,14 @@ def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
                              weights=config.class_weights, model=getattr(build_model, "source_sha256", None),
                              forward=getattr(forward, "source_sha256", None))
 
+    on_device = reduces_on_device(config.device)   # a GPU reduces its own outputs; only the records come back
+
     def compute(source: CheckpointFile) -> Callable[[], CachedEpoch]:
         loaded = read_checkpoint(source, trust=config.trust_checkpoints, map_location=config.device)
         model = prepare_model(loaded, source, build_model, config.device)
-        accumulator = OutputsAccumulator(config.class_weights, config.ignore_index, data.source)
-        kind = run_checkpoint(model, batches, forward, config.outputs, accumulator)
+        accumulator = OutputsAccumulator(config.class_weights, config.ignore_index, data.source,
+                                         store=DeviceOutputs() if on_device else HostOutputs())
+        kind = run_checkpoint(model, batches, forward, config.outputs, accumulator, on_device)
         metadata = loaded.metadata
         del model, loaded   # the weights go now: the reduction only needs the outputs
         return _reduction(config, source, accumulator, metadata, kind)

@@ -63,7 +63,7 @@ class ShiftedLogits:
 
     def rows(self, which: slice) -> ShiftedLogits:
         """A view of some rows (no copy)."""
-        return ShiftedLogits(self.shifted[which], self.true_gap[which])
+        return type(self)(self.shifted[which], self.true_gap[which])
 
     def blocks(self, beta: float):
         """(rows, s block, exp(beta s) block) for each row_blocks slice, the exponentials in one reused buffer."""
@@ -180,7 +180,7 @@ def crossfit_temperature(logits: ShiftedLogits, item_weights: np.ndarray) -> Tem
     search starts where the full fit's last pass was, with that pass's moments, so it begins one pass ahead.
     Log-probabilities give the same softmax as the logits at any T, so either may be shifted in.
     """
-    total = item_weights.sum()
+    total = float(item_weights.sum())
     full = _fit(logits, item_weights)
     temperature = float(np.exp(-full.answer))
     if len(item_weights) < 2 or total <= 0:

@@ -273,6 +273,7 @@ def _draw_plan(index: int) -> Figure:
 def _draw_forked(plans: list, processes: int) -> list[Figure]:
     import importlib
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     importlib.import_module("matplotlib.backends.backend_svg")   # imported once here, before the fork, not per worker
     global _PLANS
@@ -280,6 +281,8 @@ def _draw_forked(plans: list, processes: int) -> list[Figure]:
     try:
         with ProcessPoolExecutor(min(processes, len(plans)), mp_context=multiprocessing.get_context("fork")) as pool:
             return list(pool.map(_draw_plan, range(len(plans))))
+    except (OSError, BrokenProcessPool):   # no fork allowed here, or a worker died: draw them in this process
+        return [plan() for plan in plans]
     finally:
         _PLANS = []
 
