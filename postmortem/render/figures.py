@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import multiprocessing
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -254,11 +255,11 @@ def render_figures(analysis, colours: list[str], class_labels, train_log=None, l
                    processes: int = 1) -> list[Figure]:
     """The report's figures, in the order they appear; ids are what findings link to.
 
-    With processes > 1 (where the OS can fork) they are drawn by that many forked processes: matplotlib's
-    drawing is Python code holding the GIL, so threads would not help, and a fork shares the analysis and the
-    imported matplotlib without pickling or re-importing them."""
+    With processes > 1 on Linux they are drawn by that many forked processes: matplotlib's drawing is Python
+    code holding the GIL, so threads would not help, and a fork shares the analysis and the imported matplotlib
+    without pickling or re-importing them (macOS has fork, but Python calls it unsafe there; Windows has none)."""
     plans = _figure_plans(analysis, colours, class_labels, train_log, log_key)
-    if processes > 1 and "fork" in multiprocessing.get_all_start_methods():
+    if processes > 1 and sys.platform.startswith("linux"):
         return _draw_forked(plans, processes)
     return [plan() for plan in plans]
 

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole benchmark suite in one command (not part of CI): set up, then every benchmark, each printing its
+# ratios and merging its figures into benchmarks/results.json. Extra arguments go to the evaluation benchmark
+# (e.g. --device cuda, --repeats 7).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/python benchmarks/bench_eval_overhead.py "$@"
+.venv/bin/python benchmarks/bench_report.py
