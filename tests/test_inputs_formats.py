@@ -556,6 +556,20 @@ def test_predictions_mode_pt_files(tmp_path):
     assert_close(epoch_losses(evaluation), [loss for _, loss in sorted(expected)])
 
 
+def test_predictions_mode_pt_files_in_half_precision(tmp_path):
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    labels = torch.randint(0, 4, (40,), generator=torch.Generator().manual_seed(0))
+    expected = []
+    for epoch, dtype in ((1, torch.bfloat16), (2, torch.float16)):   # numpy has no bfloat16
+        outputs = torch.randn(40, 4, generator=torch.Generator().manual_seed(epoch)).to(dtype)
+        torch.save({"outputs": outputs, "labels": labels, "epoch": epoch}, predictions / f"epoch_{epoch}.pt")
+        expected.append(float(F.cross_entropy(outputs.double(), labels)))
+    run = tmp_path / "run"
+    run.mkdir()
+    assert_close(epoch_losses(evaluate(run, predictions=str(predictions))), expected)
+
+
 def test_read_checkpoint_reports_its_order_metadata(tmp_path):
     path = tmp_path / "x.ckpt"
     torch.save({"epoch": torch.tensor(4), "global_step": 4.0, "state_dict": Net().state_dict()}, path)

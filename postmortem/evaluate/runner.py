@@ -435,11 +435,21 @@ def _read_prediction_file(path: Path, trust: bool = False) -> dict[str, Any]:
         raw = load_torch_file(path, trust=trust, what="predictions file")
         if not isinstance(raw, dict):
             raise DataError(f"{path}: expected a dict with 'outputs' and 'labels', got {type(raw).__name__}")
-        content = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in raw.items()}
+        content = {k: _tensor_as_array(v) for k, v in raw.items()}
     missing = [key for key in ("outputs", "labels") if key not in content]
     if missing:
         raise DataError(f"{path}: missing {', '.join(repr(k) for k in missing)} (found {sorted(content)})")
     return content
+
+
+def _tensor_as_array(value: Any) -> Any:
+    """A tensor as a numpy array (bfloat16, which numpy lacks, as float32: exact); anything else as it is."""
+    if not hasattr(value, "numpy"):
+        return value
+    import torch
+
+    tensor = value.detach().cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
 def _evaluate_predictions(config: ReportConfig) -> Evaluation:
