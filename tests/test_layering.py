@@ -50,7 +50,7 @@ def test_stages_only_import_earlier_stages():
                         assert order[target] <= order[stage], f"{stage}/{path.name} imports {name}"
 
 
-def test_predictions_mode_never_imports_torch(tmp_path):
+def test_predictions_mode_imports_neither_torch_nor_pandas(tmp_path):
     preds = tmp_path / "preds"
     preds.mkdir()
     rng = np.random.default_rng(0)
@@ -59,7 +59,7 @@ def test_predictions_mode_never_imports_torch(tmp_path):
         np.savez(preds / f"epoch_{epoch}.npz", outputs=rng.normal(size=(50, 3)) * epoch, labels=labels)
     code = ("import sys; from postmortem.cli import main; "
             f"rc = main(['report', {str(tmp_path)!r}, '--predictions', {str(preds)!r}, '--no-pdf', '--quiet']); "
-            "print(rc, 'torch' in sys.modules)")
+            "print(rc, 'torch' in sys.modules, 'pandas' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={"PYTHONPATH": str(PACKAGE.parent), "PATH": "/usr/bin:/bin"})
-    assert result.stdout.split() == ["0", "False"], result.stderr[-2000:]
+    assert result.stdout.split() == ["0", "False", "False"], result.stderr[-2000:]

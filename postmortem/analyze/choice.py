@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
-import pandas as pd
+import numpy as np
 
 __all__ = ["CRITERIA", "CheckpointCandidate", "CheckpointChoice", "checkpoint_choice"]
 
@@ -43,14 +44,17 @@ class CheckpointChoice:
         return next(row.index for row in self.rows if row.criterion == criterion)
 
 
-def checkpoint_choice(epoch_table: pd.DataFrame) -> CheckpointChoice:
-    """Best epoch per criterion from a table with one row per epoch (RangeIndex) and CRITERIA's columns."""
+def checkpoint_choice(epoch_table: Mapping[str, Sequence]) -> CheckpointChoice:
+    """Best epoch per criterion from per-epoch columns (a dict of sequences, or the epoch_table() DataFrame
+    with its RangeIndex) holding CRITERIA's columns, 'epoch' and 'checkpoint'. NaN never wins; the earliest
+    epoch wins a tie (numpy's arg-min/max return the first, as pandas' idxmin/idxmax do)."""
+    columns = {name: np.asarray(epoch_table[name]) for name in ("epoch", "checkpoint", *(c for c, _, _ in CRITERIA))}
     rows = []
     for column, direction, name in CRITERIA:
-        index = int(epoch_table[column].idxmin() if direction == "min" else epoch_table[column].idxmax())
-        row = epoch_table.loc[index]
+        values = columns[column].astype(float)
+        index = int(np.nanargmin(values) if direction == "min" else np.nanargmax(values))
         rows.append(CheckpointCandidate(
-            criterion=name, index=index, epoch=int(row["epoch"]), checkpoint=str(row["checkpoint"]),
-            **{c: float(row[c]) for c, _, _ in CRITERIA},
+            criterion=name, index=index, epoch=int(columns["epoch"][index]), checkpoint=str(columns["checkpoint"][index]),
+            **{c: float(columns[c][index]) for c, _, _ in CRITERIA},
         ))
     return CheckpointChoice(tuple(rows))

@@ -3,7 +3,7 @@
 What the renderer reads (all frozen dataclasses or numpy arrays):
     analysis.epochs[i]            EpochView: metrics, macro_f1_score, calibration (EpochCalibration),
                                   logits (LogitSummary), temperature, scaled_loss, calibration_loss
-    analysis.epoch_table()        the per-epoch scalars as a pandas DataFrame, one row per epoch
+    analysis.epoch_columns()      the per-epoch scalars by name (epoch_table(): the same as a pandas DataFrame)
     analysis.decomposition        LossChangeDecomposition, best-loss epoch -> last epoch
     analysis.step_decompositions  the same for every consecutive pair of epochs
     analysis.class_shares         ClassShares: weight share beside frequency share per class
@@ -17,9 +17,9 @@ What the renderer reads (all frozen dataclasses or numpy arrays):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .bootstrap import BootstrapDeltas, bootstrap_deltas
 from .calibration import EpochCalibration, epoch_calibration
@@ -29,6 +29,9 @@ from .decomposition import (ClassShares, ConfidentError, LossChangeDecomposition
                             decompose_loss_change)
 from .dynamics import LogitSummary, PredictionFlow, flip_rate, logit_summary, prediction_flow
 from .metrics import EpochMetrics, epoch_metrics, macro_f1_score
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["EpochView", "RunAnalysis", "analyze_run", "analyze_epochs", "confidence_histogram", "HISTOGRAM_BINS"]
 
@@ -88,13 +91,19 @@ class RunAnalysis:
         """(epochs, classes) additive parts of each epoch's loss."""
         return np.array([[c.loss_share for c in e.metrics.per_class] for e in self.epochs])
 
+    def epoch_columns(self) -> dict[str, list | np.ndarray]:
+        """Per-epoch scalars by name, one value per epoch in training order; flip_rate is from the previous epoch."""
+        return _epoch_columns(self.epochs, self.flip_rates)
+
     def epoch_table(self) -> pd.DataFrame:
-        """Per-epoch scalars, one row per epoch in training order; flip_rate is from the previous epoch."""
-        return _epoch_table(self.epochs, self.flip_rates)
+        """epoch_columns() as a pandas DataFrame, one row per epoch."""
+        import pandas as pd   # only here: writing a report needs no pandas, whose import costs 0.3 s
+
+        return pd.DataFrame(self.epoch_columns())
 
 
-def _epoch_table(views, flip_rates: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({
+def _epoch_columns(views, flip_rates: np.ndarray) -> dict[str, list | np.ndarray]:
+    return {
         "checkpoint": [v.checkpoint for v in views],
         "epoch": [v.epoch for v in views],
         "loss": [v.metrics.loss for v in views],
@@ -111,7 +120,7 @@ def _epoch_table(views, flip_rates: np.ndarray) -> pd.DataFrame:
         "median_margin": [v.logits.median_margin for v in views],
         "median_absolute_margin": [v.logits.median_absolute_margin for v in views],
         "flip_rate": np.concatenate([[np.nan], flip_rates]),
-    })
+    }
 
 
 def confidence_histogram(confidence: np.ndarray, mask: np.ndarray, n_bins: int = HISTOGRAM_BINS) -> np.ndarray:
@@ -165,7 +174,7 @@ def analyze_epochs(labels: np.ndarray, epochs: list, class_names: tuple[str, ...
         cartography=cartography(labels, ids, records),
         confident_errors=confident_errors(labels, ids, class_weights, tuple(class_names), records[best], records[last]),
         bootstrap=bootstrap_deltas(labels, groups, class_weights, records[best], records[last], best, last),
-        checkpoint_choice=checkpoint_choice(_epoch_table(views, flip_rates)),
+        checkpoint_choice=checkpoint_choice(_epoch_columns(views, flip_rates)),
     )
 
 

@@ -9,7 +9,7 @@ from ..analyze.decomposition import TRANSITIONS
 __all__ = ["SCHEMA_VERSION", "metrics_document"]
 
 SCHEMA_VERSION = 1
-# Per-epoch extensions read from analysis.epoch_table(), beside the contract's fields.
+# Per-epoch extensions read from analysis.epoch_columns(), beside the contract's fields.
 EPOCH_TABLE_FIELDS = ("macro_f1_score", "adaptive_calibration_error", "max_calibration_error", "calibration_loss",
                       "median_logit_norm", "median_absolute_margin", "flip_rate")
 
@@ -31,7 +31,7 @@ def _decomposition(d, views, classes) -> dict[str, Any]:
 
 def metrics_document(analysis, findings: list[dict[str, Any]], skipped: list) -> dict[str, Any]:
     """The metrics.json content: per-epoch metrics, best epoch, findings, skipped checkpoints, and the analyses."""
-    table = analysis.epoch_table()
+    columns = analysis.epoch_columns()
     previous = [None] + list(analysis.step_decompositions)
     epochs = []
     for index, view in enumerate(analysis.epochs):
@@ -47,7 +47,7 @@ def metrics_document(analysis, findings: list[dict[str, Any]], skipped: list) ->
             "mean_confidence": _number(m.mean_confidence),
             "temperature": _number(view.temperature),
             "scaled_loss": _number(view.scaled_loss),
-            **{name: _number(float(table[name].iloc[index])) for name in EPOCH_TABLE_FIELDS},
+            **{name: _number(float(columns[name][index])) for name in EPOCH_TABLE_FIELDS},
             "mean_confidence_correct": _number(c.mean_confidence_correct),
             "mean_confidence_wrong": _number(c.mean_confidence_wrong),
             "confusion_matrix": [[int(x) for x in row] for row in m.confusion],
