@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole benchmark suite in one command (not part of CI): set up, then every benchmark, each printing its
 # ratios and merging its figures into benchmarks/results.json. Extra arguments go to the evaluation benchmark
-# (e.g. --device cuda, --repeats 7).
+# (e.g. --repeats 7). On a GPU machine whose python already has CUDA torch, run
+# `python3 benchmarks/bench_eval_overhead.py --device cuda` directly: setup installs the CPU wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
