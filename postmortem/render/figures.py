@@ -276,7 +276,8 @@ def _draw_forked(plans: list, processes: int) -> list[Figure]:
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    importlib.import_module("matplotlib.backends.backend_svg")   # imported once here, before the fork, not per worker
+    for module in ("matplotlib.figure", "matplotlib.backends.backend_svg"):   # imported once here, not in each worker
+        importlib.import_module(module)
     global _PLANS
     _PLANS = plans
     try:
