@@ -9,7 +9,8 @@ import numpy as np
 from .temperature import ShiftedLogits, crossfit_temperature, row_blocks
 from ..errors import DataError, NonFiniteOutputsError
 
-__all__ = ["ItemTable", "EpochRecords", "OutputsAccumulator", "counted_rows", "detect_output_kind", "reduce_outputs", "HostOutputs"]
+__all__ = ["ItemTable", "EpochRecords", "OutputsAccumulator", "counted_rows", "detect_output_kind", "score_rows",
+           "reduce_outputs", "HostOutputs", "LOG_TINY"]
 
 ITEM_SCALARS = ("pred", "confidence", "nll", "margin", "logit_norm", "entropy", "sum_sq_prob")
 
@@ -78,57 +79,67 @@ def detect_output_kind(outputs: np.ndarray) -> str:
     return "logits"
 
 
+LOG_TINY = float(np.log(np.finfo(np.float64).tiny))   # the float64 floor for log-probabilities of exactly 0
+
+
+def score_rows(scores, labels, at, xp) -> tuple[int, dict | None, object, object]:
+    """Per-item records of float64 class scores (n, C) (logits or log-probabilities), in numpy or in torch:
+    `xp` is the module (torch takes numpy's axis/keepdims spellings), so the host and the device reductions
+    share these formulas; `at` is arange(n) there. Returns (items with no probabilities, records, shifted logits
+    s = z - max z with zero probabilities clamped at LOG_TINY, s at the labels); items have no probabilities when
+    a score is NaN or +inf, or all are -inf (a single -inf is a probability of 0), and then the rest is None."""
+    finite = bool(xp.isfinite(scores).all())
+    if not finite:
+        n_nonfinite = int((xp.isnan(scores).any(axis=1) | xp.isposinf(scores).any(axis=1)
+                           | xp.isneginf(scores).all(axis=1)).sum())
+        if n_nonfinite:
+            return n_nonfinite, None, None, None
+    s = scores - xp.amax(scores, axis=1, keepdims=True)
+    e = xp.exp(s)
+    norm = e.sum(axis=1, keepdims=True)
+    log_probs = s - xp.log(norm)
+    probs = e / norm
+    pred = s.argmax(axis=1)
+    is_label = xp.zeros_like(s, dtype=bool)
+    is_label[at, labels] = True
+    records = {"pred": pred, "confidence": probs[at, pred], "nll": -log_probs[at, labels],
+               # one class: the max over no other class is -inf, so the margin is +inf
+               "margin": s[at, labels] - xp.amax(xp.where(is_label, -xp.inf, s), axis=1),
+               # p log p is 0 where p is 0 (and log p is -inf)
+               "entropy": -xp.einsum("ij,ij->i", probs, log_probs if finite else xp.where(probs > 0, log_probs, 0.0)),
+               "sum_sq_prob": xp.einsum("ij,ij->i", probs, probs)}
+    if not finite:   # probabilities of exactly 0: clamped, so the logits (and the temperature fit) stay finite
+        s = s.clip(min=LOG_TINY)
+    centred = s - s.mean(axis=1, keepdims=True)
+    records["logit_norm"] = xp.sqrt(xp.einsum("ij,ij->i", centred, centred))
+    return 0, records, s, s[at, labels]
+
+
 def reduce_outputs(outputs: np.ndarray, labels: np.ndarray, item_weights: np.ndarray,
                    kind: str = "logits") -> tuple[EpochRecords | None, int]:
-    """Reduce the model outputs (N, C) of the counted items to per-item scalars, and count the items with no
-    probabilities (NaN or +inf anywhere, or a row of only -inf; a single -inf is a probability of 0).
+    """Reduce the model outputs (N, C) of the counted items to per-item scalars (score_rows), and count the
+    items with no probabilities; records are None when there are any.
 
-    outputs are logits, log-probabilities or probabilities (`kind`); each block of rows is taken to float64 and
-    log-softmaxed there (log-probabilities are renormalised). Blocks of rows (row_blocks) keep every temporary
-    small; the one N x C array made is the max-shifted matrix the temperature fit passes over several times.
-    Records are None when any item has no probabilities."""
+    outputs are logits, log-probabilities or probabilities (`kind`); each block of rows (row_blocks) is taken to
+    float64 and reduced there, so every temporary stays small; the one N x C array made is the max-shifted
+    matrix the temperature fit passes over several times."""
     n, n_classes = outputs.shape
     scalars = {name: np.empty(n) for name in ITEM_SCALARS}
     scalars["pred"] = np.empty(n, dtype=np.int64)
     shifted, true_gap = np.empty((n, n_classes)), np.empty(n)
     n_nonfinite = 0
     for rows in row_blocks(n, n_classes):
-        scores, y = outputs[rows].astype(np.float64), labels[rows]
+        scores = outputs[rows].astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             if kind == "probs":
                 np.log(scores, out=scores)
-            finite = np.isfinite(scores).all()
-            if not finite:
-                n_nonfinite += int((np.isnan(scores).any(axis=1) | np.isposinf(scores).any(axis=1)
-                                    | np.isneginf(scores).all(axis=1)).sum())
-            if n_nonfinite:
-                continue
-            at = np.arange(len(y))
-            s = shifted[rows]
-            np.subtract(scores, scores.max(axis=1, keepdims=True), out=s)
-            e = np.exp(s)
-            norm = e.sum(axis=1, keepdims=True)
-            log_probs = s - np.log(norm)
-            probs = np.divide(e, norm, out=e)
-            pred = s.argmax(axis=1)
-            scalars["pred"][rows] = pred
-            scalars["confidence"][rows] = probs[at, pred]
-            scalars["nll"][rows] = -log_probs[at, y]
-            if n_classes > 1:
-                others = s.copy()
-                others[at, y] = -np.inf
-                scalars["margin"][rows] = s[at, y] - others.max(axis=1)
-            else:
-                scalars["margin"][rows] = np.inf
-            # p log p is 0 where p is 0 (and log p is -inf)
-            scalars["entropy"][rows] = -np.einsum("ij,ij->i", probs, log_probs if finite else
-                                                  np.where(probs > 0, log_probs, 0.0))
-            scalars["sum_sq_prob"][rows] = np.einsum("ij,ij->i", probs, probs)
-        if not finite:   # probabilities of exactly 0: clamp at the float64 floor, so logits stay finite
-            np.maximum(s, np.log(np.finfo(np.float64).tiny), out=s)
-        true_gap[rows] = s[at, y]
-        centred = s - s.mean(axis=1, keepdims=True)
-        scalars["logit_norm"][rows] = np.sqrt(np.einsum("ij,ij->i", centred, centred))
+            bad, records, block_shifted, block_gap = score_rows(scores, labels[rows], np.arange(len(scores)), np)
+        n_nonfinite += bad
+        if n_nonfinite:    # the epoch is left out; later blocks are only counted
+            continue
+        shifted[rows], true_gap[rows] = block_shifted, block_gap
+        for name, values in records.items():
+            scalars[name][rows] = values
     if n_nonfinite:
         return None, n_nonfinite
     fit = crossfit_temperature(ShiftedLogits(shifted, true_gap), item_weights)
