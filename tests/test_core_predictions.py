@@ -111,3 +111,22 @@ def test_custom_ignore_index(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert_metrics_match(metrics, built)
     assert metrics["epochs"][0]["n_samples"] == int((labels != 255).sum())
+
+
+@pytest.mark.parametrize("as_names", [False, True])
+def test_predictions_mode_keeps_groups(tmp_path, as_names):
+    """A 'groups' array in the predictions files is kept: the bootstrap resamples whole groups (dialogues)."""
+    rng = np.random.default_rng(3)
+    pred_dir = tmp_path / "run" / "predictions"
+    pred_dir.mkdir(parents=True)
+    n, n_groups = 300, 30
+    labels = rng.integers(0, 3, size=n)
+    groups = np.repeat(np.arange(n_groups), n // n_groups)
+    saved_groups = np.array([f"dialogue-{g}" for g in groups]) if as_names else groups
+    for epoch, scale in ((1, 1.0), (2, 3.0), (3, 6.0)):
+        np.savez(pred_dir / f"epoch_{epoch}.npz", outputs=_logits(rng, labels, scale), labels=labels,
+                 groups=saved_groups)
+    out = tmp_path / "out"
+    report_ok(run_cli("report", tmp_path / "run", "--predictions", pred_dir, "--out", out, "--no-pdf", "--quiet"))
+    bootstrap = json.loads((out / "metrics.json").read_text())["bootstrap"]
+    assert bootstrap["resampled_unit"] == "groups" and bootstrap["n_units"] == n_groups

@@ -177,6 +177,7 @@ class OutputsAccumulator:
     _ids: list = field(default_factory=list)
     _groups: list = field(default_factory=list)
     _n_seen: int = 0
+    _group_names: dict = field(default_factory=dict)
     batch_counts: list = field(default_factory=list)   # counted items per batch, in order
 
     def add(self, outputs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None,
@@ -229,10 +230,21 @@ class OutputsAccumulator:
             if len(base) != n:
                 raise DataError(f"{self.source}: a batch has {len(base)} ids for {n} items")
             item_ids = base if len(shape) == 1 else _step_ids(base, shape[1])
-        group = np.asarray(groups, dtype=np.int64).reshape(n) if groups is not None else \
+        group = self._group_codes(groups, n) if groups is not None else \
             np.arange(self._n_seen, self._n_seen + n, dtype=np.int64)
         self._n_seen += n
         return item_ids, group if len(shape) == 1 else np.broadcast_to(group[:, None], shape)
+
+    def _group_codes(self, groups, n: int) -> np.ndarray:
+        """A batch's groups as int64 codes: integers as they are; other values (e.g. dialogue names) numbered in
+        order of first appearance, so the same data gives the same codes at every epoch."""
+        values = np.asarray(groups)
+        if values.shape != (n,):
+            raise DataError(f"{self.source}: groups of shape {values.shape} for {n} items; expected one group per "
+                            f"item, shape ({n},)")
+        if values.dtype.kind in "iu":
+            return values.astype(np.int64)
+        return np.array([self._group_names.setdefault(str(v), len(self._group_names)) for v in values], dtype=np.int64)
 
     def finish(self, kind: str = "logits") -> tuple[ItemTable, EpochRecords]:
         """Items and records of the epoch; `kind` says what the outputs are (logits, log_probs or probs)."""

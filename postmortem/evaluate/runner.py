@@ -426,7 +426,7 @@ def _defines(spec_file: Path, name: str) -> bool:
 
 # ----------------------------------------------------------------------------- predictions mode
 def _read_prediction_file(path: Path, trust: bool = False) -> dict[str, Any]:
-    """A predictions file: 'outputs' (N, C) or (N, T, C), 'labels', optional 'mask', 'ids', 'epoch'."""
+    """A predictions file: 'outputs' (N, C) or (N, T, C), 'labels', optional 'mask', 'ids', 'groups', 'epoch'."""
     if path.suffix == ".npz":
         from ..load.data import read_npz
         content = read_npz(path, ".npz predictions file")
@@ -479,7 +479,9 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
         if mask is not None and np.asarray(mask).shape != np.asarray(content["labels"]).shape:
             raise DataError(f"{source.path}: 'mask' of shape {np.asarray(mask).shape} does not match 'labels' of "
                             f"shape {np.asarray(content['labels']).shape}")
-        accumulator.add(outputs, content["labels"], mask, ids=None if ids is None else list(np.asarray(ids).tolist()))
+        groups = content.get("groups")
+        accumulator.add(outputs, content["labels"], mask, ids=None if ids is None else list(np.asarray(ids).tolist()),
+                        groups=None if groups is None else np.asarray(groups))
         return _reduction(config, source, accumulator, metadata, kind)
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
