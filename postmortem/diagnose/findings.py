@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Severity", "FindingKind", "Finding", "finding_to_json"]
+__all__ = ["Severity", "FindingKind", "FigureAnchor", "Finding", "finding_to_json"]
 
 
 class Severity(str, enum.Enum):
@@ -40,6 +40,23 @@ class FindingKind(str, enum.Enum):
     """The validation loss in the training log differs from the loss recomputed from the checkpoints."""
 
 
+class FigureAnchor(str, enum.Enum):
+    """The report's figures and evidence tables, by the anchor a finding links to (named once, here)."""
+
+    CURVES = "fig-curves"
+    DECOMPOSITION = "fig-decomposition"
+    LOSS_SHARES = "fig-loss-shares"
+    CALIBRATION = "fig-calibration"
+    RELIABILITY = "fig-reliability"
+    CONFIDENCE = "fig-confidence"
+    CONFUSION = "fig-confusion"
+    FLOW = "fig-flow"
+    LOGITS = "fig-logits"
+    CONFIDENT_ERRORS = "fig-confident-errors"
+    CHOICE = "fig-choice"
+    TRAIN_LOG = "fig-train-log"
+
+
 @dataclass(frozen=True)
 class Finding:
     """One ranked conclusion. `evidence` maps names to numbers; `thresholds` the limits they were held to.
@@ -56,7 +73,7 @@ class Finding:
     evidence: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     next_steps: tuple[str, ...] = ()
-    figure: str | None = None
+    figure: FigureAnchor | None = None
     item_ids: tuple[str, ...] = ()
 
 
@@ -76,6 +93,6 @@ def finding_to_json(finding: Finding) -> dict[str, Any]:
         "evidence": {k: _number(v) for k, v in finding.evidence.items()},
         "thresholds": {k: _number(v) for k, v in finding.thresholds.items()},
         "next_steps": list(finding.next_steps),
-        "figure": finding.figure,
+        "figure": None if finding.figure is None else finding.figure.value,
         "item_ids": list(finding.item_ids),
     }

@@ -12,7 +12,7 @@ import numpy as np
 from ..analyze.cartography import persistent_confident_errors
 from ..analyze.decomposition import CORRECT_TO_CORRECT, CORRECT_TO_WRONG, TRANSITIONS, WRONG_TO_WRONG
 from ..analyze.run import RunAnalysis
-from .findings import Finding, FindingKind, Severity
+from .findings import FigureAnchor, Finding, FindingKind, Severity
 
 __all__ = ["DiagnosisConfig", "diagnose", "verdict", "Answer", "RULES"]
 
@@ -134,7 +134,7 @@ def nll_overfit_accuracy_holds(analysis: RunAnalysis, config: DiagnosisConfig) -
                     f"{_pick(analysis, 'lowest loss')} by loss, {_pick(analysis, 'highest accuracy')} by accuracy, "
                     f"{_pick(analysis, 'highest macro F1')} by macro F1.",
                     "Early-stop on the metric you deploy, not on the loss alone."),
-        figure="fig-curves",
+        figure=FigureAnchor.CURVES,
     )
 
 
@@ -175,7 +175,7 @@ def overconfidence(analysis: RunAnalysis, config: DiagnosisConfig) -> Finding | 
                     f"Or select the checkpoint by the loss after scaling "
                     f"({_pick(analysis, 'lowest loss after temperature scaling')}).",
                     "To train better-calibrated models: label smoothing (e.g. 0.1) or focal loss; raise weight decay."),
-        figure="fig-calibration",
+        figure=FigureAnchor.CALIBRATION,
     )
 
 
@@ -220,7 +220,7 @@ def confident_errors_dominate(analysis: RunAnalysis, config: DiagnosisConfig) ->
                     "Penalise confident mistakes: label smoothing or focal loss; raise weight decay.",
                     f"If decisions are what you deploy, select by accuracy or macro F1 "
                     f"({_pick(analysis, 'highest macro F1')})."),
-        figure="fig-decomposition",
+        figure=FigureAnchor.DECOMPOSITION,
         item_ids=listed,
     )
 
@@ -270,7 +270,7 @@ def class_concentration(analysis: RunAnalysis, config: DiagnosisConfig) -> Findi
                     "sampling or per-class early stopping.",
                     f"If these classes matter, select the checkpoint by macro F1 "
                     f"({_pick(analysis, 'highest macro F1')})."),
-        figure="fig-decomposition",
+        figure=FigureAnchor.DECOMPOSITION,
     )
 
 
@@ -317,7 +317,7 @@ def class_weight_amplification(analysis: RunAnalysis, config: DiagnosisConfig) -
         next_steps=("Soften the class weights (e.g. the square root of inverse frequency) or replace them with "
                     "class-balanced sampling.",
                     "Judge checkpoints by the unweighted loss or macro F1 as well as the weighted loss."),
-        figure="fig-loss-shares",
+        figure=FigureAnchor.LOSS_SHARES,
     )
 
 
@@ -366,7 +366,7 @@ def logit_growth(analysis: RunAnalysis, config: DiagnosisConfig) -> Finding | No
         thresholds=thresholds,
         next_steps=("Cap logit growth: raise weight decay, or use LogitNorm or label smoothing.",
                     f"Lower the learning rate late in training, or stop near epoch {best.epoch}."),
-        figure="fig-logits",
+        figure=FigureAnchor.LOGITS,
     )
 
 
@@ -414,7 +414,7 @@ def suspect_labels(analysis: RunAnalysis, config: DiagnosisConfig) -> Finding | 
         next_steps=(f"Audit these ids: {_ids_text(listed, len(chosen))}.",
                     "Relabel or drop the ones that are mislabelled, then re-evaluate; "
                     "a noise-robust loss or label smoothing limits what the rest can cost."),
-        figure="fig-confident-errors",
+        figure=FigureAnchor.CONFIDENT_ERRORS,
         item_ids=listed,
     )
 
@@ -461,7 +461,7 @@ def genuine_degradation(analysis: RunAnalysis, config: DiagnosisConfig) -> Findi
                     f"has the lowest loss after scaling, {_pick(analysis, 'highest macro F1')} the best macro F1).",
                     "Regularise: raise weight decay or dropout, add data augmentation or more data; "
                     "lower the learning rate or shorten the schedule."),
-        figure="fig-calibration",
+        figure=FigureAnchor.CALIBRATION,
     )
 
 
@@ -487,7 +487,7 @@ def noise(analysis: RunAnalysis, config: DiagnosisConfig) -> Finding | None:
                   **{f"{name}_ci_high": i.high for name, i in intervals.items()}},
         next_steps=("Don't act on these differences alone: enlarge the validation set or compare several seeds.",
                     "Any of the candidate checkpoints will do; pick by the metric you deploy."),
-        figure="fig-curves",
+        figure=FigureAnchor.CURVES,
     )
 
 
@@ -520,7 +520,7 @@ def logged_loss_mismatch(reconciliation, config: DiagnosisConfig) -> Finding | N
         next_steps=("Fix the logged loss before reading its curve: reduce as your loss does (sum of weighted NLL "
                     "over the sum of weights, over all items), validate in eval mode, and log the weights you save.",
                     "Judge the run by the recomputed curve in this report meanwhile."),
-        figure="fig-train-log",
+        figure=FigureAnchor.TRAIN_LOG,
     )
 
 

@@ -163,7 +163,7 @@ def _finding_context(finding) -> dict[str, Any]:
             for name, value in finding.evidence.items()]
     return {"id": finding.id, "severity": finding.severity.value, "title": finding.title, "summary": finding.summary,
             "evidence": finding.evidence, "evidence_rows": rows, "next_steps": list(finding.next_steps),
-            "figure": finding.figure}
+            "figure": None if finding.figure is None else finding.figure.value}
 
 
 def _evidence_value(value: float) -> str:
