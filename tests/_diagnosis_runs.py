@@ -9,13 +9,12 @@ from postmortem.evaluate.runner import EvaluatedEpoch
 
 
 def make_records(labels, pred, nll, *, n_classes: int | None = None, confidence=None, margin=None, logit_norm=None,
-                 entropy=None, temperature: float = 1.0, scaled_loss: float | None = None,
-                 class_weights=None) -> EpochRecords:
+                 entropy=None, temperature: float = 1.0, scaled_nll=None, class_weights=None) -> EpochRecords:
     """Records from chosen per-item scalars; what is not given follows from p(y) = exp(-nll).
 
     Defaults treat a wrong item as putting all mass p(y) on its label and 1 - p(y) on its prediction,
-    and a correct item as spreading 1 - p(y) evenly over the other classes. scaled_loss defaults to the
-    loss itself (no calibration gap).
+    and a correct item as spreading 1 - p(y) evenly over the other classes. scaled_nll defaults to nll
+    itself (no calibration gap), and the scaled confidence to the confidence.
     """
     labels, pred, nll = np.asarray(labels), np.asarray(pred), np.asarray(nll, dtype=np.float64)
     n_classes = n_classes or int(max(labels.max(), pred.max())) + 1
@@ -35,8 +34,10 @@ def make_records(labels, pred, nll, *, n_classes: int | None = None, confidence=
         logit_norm=np.ones(len(labels)) if logit_norm is None else np.asarray(logit_norm, float),
         entropy=np.zeros(len(labels)) if entropy is None else np.asarray(entropy, float),
         sum_sq_prob=p_true ** 2 + (1 - p_true) ** 2,
+        scaled_nll=(scaled := nll if scaled_nll is None else np.asarray(scaled_nll, float)),
+        scaled_confidence=confidence,
         temperature=temperature,
-        scaled_loss=float(item_weights @ nll / item_weights.sum()) if scaled_loss is None else scaled_loss,
+        scaled_loss=float(item_weights @ scaled / item_weights.sum()),
     )
 
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 
-from postmortem.evaluate.temperature import LOG_T_BOUNDS, ShiftedLogits, crossfit_temperature, fit_temperature, scaled_nll
+from postmortem.evaluate.temperature import (CROSSFIT_FOLDS, CROSSFIT_REPEATS, LOG_T_BOUNDS, ShiftedLogits, crossfit_folds,
+                                            crossfit_temperature, fit_temperature, scaled_nll)
 
 
 def _logits(n=400, c=5, scale=3.0, seed=0):
@@ -67,31 +68,60 @@ def test_separable_data_stops_at_the_lower_bound():
     assert _weighted_loss(z, labels, np.ones(20), t) < 1e-15
 
 
-def test_crossfit_with_identical_halves_equals_the_in_sample_fit():
-    z, labels = _logits(100)
-    doubled_z, doubled_labels = np.repeat(z, 2, axis=0), np.repeat(labels, 2)   # even half == odd half
-    log_probs = doubled_z - np.log(np.exp(doubled_z).sum(axis=1, keepdims=True))
-    fit = crossfit_temperature(ShiftedLogits.of(log_probs, doubled_labels), np.ones(200))
-    t = fit_temperature(z, labels, np.ones(100))
-    assert fit.temperature == pytest.approx(t, rel=1e-5)
-    assert fit.scaled_loss == pytest.approx(_weighted_loss(z, labels, np.ones(100), t), rel=1e-9)
+def _scipy_temperature(z, labels, weights):
+    """The T minimising the weighted NLL of softmax(z / T), found by scipy's bounded search on log T."""
+    from scipy.optimize import minimize_scalar
+
+    def loss(log_t):
+        return float(weights @ F.cross_entropy(torch.tensor(z / np.exp(log_t)), torch.tensor(labels),
+                                                reduction="none").numpy() / weights.sum())
+    return float(np.exp(minimize_scalar(loss, bounds=LOG_T_BOUNDS, method="bounded",
+                                        options={"xatol": 1e-10}).x))
 
 
-def test_crossfit_scores_each_half_with_the_other_halfs_temperature():
-    z, labels = _logits(101, seed=4)
-    weights = np.random.default_rng(2).uniform(0.5, 2.0, 101)
-    even, odd = np.arange(0, 101, 2), np.arange(1, 101, 2)
-    t_even = fit_temperature(z[even], labels[even], weights[even])
-    t_odd = fit_temperature(z[odd], labels[odd], weights[odd])
-    expected = (weights[odd] @ scaled_nll(z[odd], labels[odd], 1 / t_even)
-                + weights[even] @ scaled_nll(z[even], labels[even], 1 / t_odd)) / weights.sum()
-    assert crossfit_temperature(ShiftedLogits.of(z, labels), weights).scaled_loss == pytest.approx(expected, rel=1e-12)
+def test_crossfit_scores_each_fold_with_the_temperature_of_the_other_folds():
+    """Per item: the NLL and top-class probability under the T that scipy fits on the other folds (torch's
+    cross_entropy as the loss), averaged over the repeated splits; L_TS is their weighted mean."""
+    z, labels = _logits(157, seed=4)
+    weights = np.random.default_rng(2).uniform(0.5, 2.0, 157)
+    groups = np.arange(157) // 3                      # groups of three items, e.g. short dialogues
+    folds = crossfit_folds(groups)
+    assert len(folds) == CROSSFIT_REPEATS
+    expected_nll, expected_confidence = np.zeros(157), np.zeros(157)
+    for fold_of_item in folds:
+        assert set(fold_of_item) == set(range(CROSSFIT_FOLDS))
+        for fold in range(CROSSFIT_FOLDS):
+            held_out = fold_of_item == fold
+            t = _scipy_temperature(z[~held_out], labels[~held_out], weights[~held_out])
+            log_q = F.log_softmax(torch.tensor(z[held_out] / t), dim=1).numpy()
+            expected_nll[held_out] += -log_q[np.arange(held_out.sum()), labels[held_out]]
+            expected_confidence[held_out] += np.exp(log_q.max(axis=1))
+    expected_nll, expected_confidence = expected_nll / len(folds), expected_confidence / len(folds)
+    fit = crossfit_temperature(ShiftedLogits.of(z, labels), weights, groups)
+    np.testing.assert_allclose(fit.scaled_nll, expected_nll, rtol=1e-7)
+    np.testing.assert_allclose(fit.scaled_confidence, expected_confidence, rtol=1e-7)
+    assert fit.scaled_loss == pytest.approx(weights @ expected_nll / weights.sum(), rel=1e-7)
+    assert fit.temperature == pytest.approx(_scipy_temperature(z, labels, weights), rel=1e-7)
+
+
+def test_crossfit_folds_keep_groups_together_and_repeat_exactly():
+    groups = np.repeat(np.random.default_rng(0).permutation(40), 3)
+    folds = crossfit_folds(groups)
+    assert [f.tolist() for f in folds] == [f.tolist() for f in crossfit_folds(groups)]     # seeded
+    for fold_of_item in folds:
+        for g in np.unique(groups):
+            assert len(set(fold_of_item[groups == g])) == 1
+        assert np.bincount(fold_of_item).tolist() == [24] * CROSSFIT_FOLDS                 # 8 groups per fold
+    assert any(not np.array_equal(folds[0], other) for other in folds[1:])                  # the repeats differ
+    # fewer groups than folds: one group per fold
+    assert sorted(set(crossfit_folds(np.array([7, 7, 9, 9]))[0])) == [0, 1]
 
 
 def test_single_item_and_zero_weight_do_not_fail():
     z, labels = np.array([[2.0, 0.0, -1.0]]), np.array([1])
     # one wrong item: the flattest softmax (largest T) is best; T = 20 gives ln(sum exp(z / 20)) - 0 / 20
-    fit = crossfit_temperature(ShiftedLogits.of(z, labels), np.ones(1))
+    # (one group: nothing to fit apart from it, so it is scored in-sample)
+    fit = crossfit_temperature(ShiftedLogits.of(z, labels), np.ones(1), np.zeros(1))
     assert fit.temperature == pytest.approx(20.0, rel=1e-4)
     assert fit.scaled_loss == pytest.approx(np.log(np.exp(z / 20).sum()), rel=1e-4)
     assert fit_temperature(z, labels, np.zeros(1)) == 1.0

@@ -17,7 +17,7 @@ from .records import ITEM_SCALARS, EpochRecords, ItemTable
 
 __all__ = ["CachedEpoch", "EvaluationCache", "CACHE_FORMAT"]
 
-CACHE_FORMAT = 2   # bump when EpochRecords or metadata change meaning, so old entries are recomputed
+CACHE_FORMAT = 3   # bump when EpochRecords or metadata change meaning, so old entries are recomputed
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .records import EpochRecords, score_rows
+from .records import EpochRecords, own_groups, score_rows
 from .temperature import ShiftedLogits, crossfit_temperature
 
 __all__ = ["DeviceOutputs", "TensorShiftedLogits", "reduce_on_device", "reduces_on_device"]
@@ -30,12 +30,22 @@ class TensorShiftedLogits(ShiftedLogits):
         mean = (e * self.shifted).sum(dim=1) / norm
         return mean, (e * self.shifted.square()).sum(dim=1) / norm - mean.square()
 
-    def nll(self, beta: float) -> torch.Tensor:
-        return torch.log(torch.exp(self.shifted * beta).sum(dim=1)) - beta * self.true_gap
+    def scaled(self, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        log_norm = torch.log(torch.exp(self.shifted * beta).sum(dim=1))
+        return log_norm - beta * self.true_gap, torch.exp(-log_norm)
+
+    def indices(self, mask: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.flatnonzero(mask), device=self.true_gap.device)
+
+    def as_array(self, values: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(values, dtype=self.true_gap.dtype, device=self.true_gap.device)
+
+    def zeros(self) -> torch.Tensor:
+        return torch.zeros_like(self.true_gap)
 
 
-def reduce_on_device(outputs: torch.Tensor, labels: np.ndarray, item_weights: np.ndarray,
-                     kind: str = "logits") -> tuple[EpochRecords | None, int]:
+def reduce_on_device(outputs: torch.Tensor, labels: np.ndarray, item_weights: np.ndarray, kind: str = "logits", *,
+                     groups: np.ndarray | None = None) -> tuple[EpochRecords | None, int]:
     """reduce_outputs for outputs (N, C) on a torch device: score_rows on the whole matrix there, then the
     temperature fit; the same records and the same count of items with no probabilities."""
     device = outputs.device
@@ -47,7 +57,9 @@ def reduce_on_device(outputs: torch.Tensor, labels: np.ndarray, item_weights: np
     if n_nonfinite:
         return None, n_nonfinite
     fit = crossfit_temperature(TensorShiftedLogits(shifted, true_gap),
-                               torch.as_tensor(item_weights, dtype=torch.float64, device=device))
+                               torch.as_tensor(item_weights, dtype=torch.float64, device=device),
+                               own_groups(groups, len(labels)))
+    records |= {"scaled_nll": fit.scaled_nll, "scaled_confidence": fit.scaled_confidence}
     return EpochRecords(n_classes=scores.shape[1], temperature=fit.temperature, scaled_loss=fit.scaled_loss,
                         **{name: values.cpu().numpy() for name, values in records.items()}), 0
 

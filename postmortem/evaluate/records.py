@@ -10,9 +10,10 @@ from .temperature import ShiftedLogits, crossfit_temperature, row_blocks
 from ..errors import DataError, NonFiniteOutputsError
 
 __all__ = ["ItemTable", "EpochRecords", "OutputsAccumulator", "counted_rows", "detect_output_kind", "score_rows",
-           "reduce_outputs", "HostOutputs", "LOG_TINY"]
+           "reduce_outputs", "own_groups", "HostOutputs", "LOG_TINY"]
 
-ITEM_SCALARS = ("pred", "confidence", "nll", "margin", "logit_norm", "entropy", "sum_sq_prob")
+ITEM_SCALARS = ("pred", "confidence", "nll", "margin", "logit_norm", "entropy", "sum_sq_prob", "scaled_nll",
+                "scaled_confidence")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class EpochRecords:
 
     pred (int64) argmax class; confidence max probability; nll -log p[y]; margin z_y - max_{k!=y} z_k;
     logit_norm ||z|| of centred logits z; entropy -sum p log p; sum_sq_prob sum p^2 (for Brier);
-    temperature T fitted on all items and scaled_loss the cross-fitted weighted NLL after scaling.
+    scaled_nll and scaled_confidence the NLL and top-class probability after temperature scaling, cross-fitted
+    (each item scaled by the T fitted on other items: temperature.crossfit_temperature);
+    temperature T fitted on all items and scaled_loss the weighted mean of scaled_nll (L_TS).
     """
 
     n_classes: int
@@ -44,6 +47,8 @@ class EpochRecords:
     logit_norm: np.ndarray
     entropy: np.ndarray
     sum_sq_prob: np.ndarray
+    scaled_nll: np.ndarray
+    scaled_confidence: np.ndarray
     temperature: float
     scaled_loss: float
 
@@ -115,16 +120,17 @@ def score_rows(scores, labels, at, xp) -> tuple[int, dict | None, object, object
     return 0, records, s, s[at, labels]
 
 
-def reduce_outputs(outputs: np.ndarray, labels: np.ndarray, item_weights: np.ndarray,
-                   kind: str = "logits") -> tuple[EpochRecords | None, int]:
-    """Reduce the model outputs (N, C) of the counted items to per-item scalars (score_rows), and count the
-    items with no probabilities; records are None when there are any.
+def reduce_outputs(outputs: np.ndarray, labels: np.ndarray, item_weights: np.ndarray, kind: str = "logits", *,
+                   groups: np.ndarray | None = None) -> tuple[EpochRecords | None, int]:
+    """Reduce the model outputs (N, C) of the counted items to per-item scalars (score_rows) and the cross-fitted
+    temperature scaling (folds by `groups`, default one per item), and count the items with no probabilities;
+    records are None when there are any.
 
     outputs are logits, log-probabilities or probabilities (`kind`); each block of rows (row_blocks) is taken to
     float64 and reduced there, so every temporary stays small; the one N x C array made is the max-shifted
     matrix the temperature fit passes over several times."""
     n, n_classes = outputs.shape
-    scalars = {name: np.empty(n) for name in ITEM_SCALARS}
+    scalars = {name: np.empty(n) for name in ITEM_SCALARS if not name.startswith("scaled_")}
     scalars["pred"] = np.empty(n, dtype=np.int64)
     shifted, true_gap = np.empty((n, n_classes)), np.empty(n)
     n_nonfinite = 0
@@ -142,8 +148,14 @@ def reduce_outputs(outputs: np.ndarray, labels: np.ndarray, item_weights: np.nda
             scalars[name][rows] = values
     if n_nonfinite:
         return None, n_nonfinite
-    fit = crossfit_temperature(ShiftedLogits(shifted, true_gap), item_weights)
-    return EpochRecords(n_classes=n_classes, temperature=fit.temperature, scaled_loss=fit.scaled_loss, **scalars), 0
+    fit = crossfit_temperature(ShiftedLogits(shifted, true_gap), item_weights, own_groups(groups, n))
+    return EpochRecords(n_classes=n_classes, temperature=fit.temperature, scaled_loss=fit.scaled_loss,
+                        scaled_nll=fit.scaled_nll, scaled_confidence=fit.scaled_confidence, **scalars), 0
+
+
+def own_groups(groups: np.ndarray | None, n: int) -> np.ndarray:
+    """The items' groups, or each item its own group when none are named."""
+    return np.arange(n) if groups is None else groups
 
 
 class HostOutputs:
@@ -256,11 +268,11 @@ class OutputsAccumulator:
         weights = np.ones(n_classes) if self.class_weights is None else np.asarray(self.class_weights, dtype=np.float64)
         if len(weights) != n_classes:
             raise DataError(f"{self.source}: outputs have {n_classes} classes but {len(weights)} class weights were given")
-        records, n_nonfinite = self.store.reduce(outputs, labels, weights[labels], kind)
+        items = ItemTable(labels=labels, ids=np.concatenate(self._ids), groups=np.concatenate(self._groups))
+        records, n_nonfinite = self.store.reduce(outputs, labels, weights[labels], kind, groups=items.groups)
         if n_nonfinite:
             raise NonFiniteOutputsError(f"{self.source}: {n_nonfinite} of {len(labels)} counted items have NaN "
                                         "or inf outputs", n_nonfinite=n_nonfinite, n_counted=len(labels))
-        items = ItemTable(labels=labels, ids=np.concatenate(self._ids), groups=np.concatenate(self._groups))
         return items, records
 
 
