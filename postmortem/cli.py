@@ -68,9 +68,24 @@ def _run_report(args: argparse.Namespace, argv: list[str]) -> int:
         stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result.stage_seconds.items())
         print(f"postmortem: {result.n_epochs} checkpoints{skipped}; wrote "
               + ", ".join(str(p) for p in result.files) + f" in {result.seconds:.1f} s ({stages})", file=sys.stderr)
+        if result.verdict is not None:
+            print(_verdict_line(result.verdict), file=sys.stderr)
+            for sentence in (result.verdict.sentences.what_happened, result.verdict.sentences.model_or_else,
+                             result.verdict.sentences.what_to_try):
+                print(f"  {sentence}", file=sys.stderr)
         for title in result.finding_titles[:3]:
             print(f"  finding: {title}", file=sys.stderr)
     return EXIT_OK
+
+
+def _verdict_line(verdict) -> str:
+    """One line from the verdict object: status, primary cause and what it names, contributing causes."""
+    if verdict.primary_cause is None:
+        return f"postmortem: verdict: {verdict.status.value}, no primary cause"
+    named = f" ({', '.join(verdict.classes)})" if verdict.classes else ""
+    contributing = ", ".join(c.value for c in verdict.contributing_causes)
+    return (f"postmortem: verdict: {verdict.status.value}, primary cause {verdict.primary_cause.value}{named}"
+            + (f"; contributing: {contributing}" if contributing else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

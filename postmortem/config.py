@@ -12,6 +12,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from .diagnose.config import DIAGNOSIS_TABLE, DiagnosisConfig
 from .errors import ConfigError
 
 __all__ = ["ReportConfig", "OUTPUT_KINDS", "CONFIG_FILE_NAME", "read_config_file", "build_config"]
@@ -48,6 +49,7 @@ class ReportConfig:
     train_log: str | None = None
     redact: bool = False
     paper: str = "a4"
+    diagnosis: tuple[tuple[str, float | int], ...] = ()   # DiagnosisConfig thresholds set in [diagnosis]
 
     @property
     def out_dir(self) -> Path:
@@ -58,7 +60,7 @@ class ReportConfig:
         return self.title or self.run.resolve().name
 
 
-OPTION_NAMES = tuple(f.name for f in fields(ReportConfig) if f.name != "run")
+OPTION_NAMES = tuple(f.name for f in fields(ReportConfig) if f.name not in ("run", "diagnosis"))
 
 
 def _normalise_key(key: str) -> str:
@@ -75,6 +77,8 @@ def read_config_file(run: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable TOML file ({exc})") from exc
     options: dict[str, Any] = {}
+    if DIAGNOSIS_TABLE in raw:
+        options["diagnosis"] = _diagnosis_thresholds(path, raw.pop(DIAGNOSIS_TABLE))
     for key, value in raw.items():
         name = _normalise_key(key)
         if name not in OPTION_NAMES:
@@ -85,6 +89,27 @@ def read_config_file(run: Path) -> dict[str, Any]:
             value = _relative_to(run, value)
         options[name] = value
     return options
+
+
+def _diagnosis_thresholds(path: Path, table: Any) -> tuple[tuple[str, float | int], ...]:
+    """The [diagnosis] table: DiagnosisConfig thresholds by name (dashes or underscores), each a number of its
+    field's type (an integer field takes only integers)."""
+    defaults = {f.name: getattr(DiagnosisConfig(), f.name) for f in fields(DiagnosisConfig)}
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{DIAGNOSIS_TABLE}] must be a table of thresholds, got {table!r}")
+    thresholds = []
+    for key, value in table.items():
+        name = _normalise_key(key)
+        if name not in defaults:
+            close = difflib.get_close_matches(name, list(defaults), n=1)
+            hint = f"; did you mean '{close[0].replace('_', '-')}'?" if close else ""
+            raise ConfigError(f"{path}: unknown threshold '{key}' in [{DIAGNOSIS_TABLE}]{hint}")
+        wanted = type(defaults[name])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (wanted is int and not isinstance(value, int)):
+            raise ConfigError(f"{path}: [{DIAGNOSIS_TABLE}] threshold '{key}': expected "
+                              f"{'an integer' if wanted is int else 'a number'}, got {value!r}")
+        thresholds.append((name, wanted(value)))
+    return tuple(thresholds)
 
 
 def _relative_to(run: Path, value: str) -> str:
@@ -179,5 +204,6 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
         trust_checkpoints=bool(merged.get("trust_checkpoints", False)),
         redact=bool(merged.get("redact", False)),
         paper=paper,
+        diagnosis=tuple(merged.get("diagnosis", ())),
         **strings,
     )

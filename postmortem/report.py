@@ -10,13 +10,16 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import numpy as np
 
 from . import __version__
 from .config import ReportConfig
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .diagnose import Verdict
 
 __all__ = ["ReportResult", "write_report"]
 
@@ -25,7 +28,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ReportResult:
-    """What was written, how long each stage took, and the findings' titles (most important first)."""
+    """What was written, how long each stage took, the findings' titles (most important first) and the verdict
+    (None on a torchrun rank that writes no report)."""
 
     out_dir: Path
     files: tuple[Path, ...]
@@ -34,6 +38,7 @@ class ReportResult:
     seconds: float
     stage_seconds: dict[str, float]
     finding_titles: tuple[str, ...] = ()
+    verdict: Verdict | None = None
 
 
 def _class_names(config: ReportConfig, n_classes: int) -> tuple[str, ...]:
@@ -193,7 +198,7 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
         raise InputError(f"{config.run}: run directory not found")
     from .analyze.reconcile import reconcile_logged_loss
     from .analyze.run import analyze_run
-    from .diagnose import DiagnosisConfig, diagnose, finding_to_json, verdict
+    from .diagnose import DiagnosisConfig, diagnose
     from .evaluate.runner import evaluate_run
     from .render.context import report_context
     from .render.figures import class_colours, render_figures
@@ -210,11 +215,11 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     clock.lap("evaluate")
     classes = _class_names(config, evaluation.n_classes)
     analysis = analyze_run(evaluation, classes)
-    thresholds = DiagnosisConfig()
+    thresholds = DiagnosisConfig(**dict(config.diagnosis))
     reconciliation = None if evaluation.train_log is None else \
         reconcile_logged_loss(evaluation, evaluation.train_log, tolerance=thresholds.logged_loss_tolerance)
     clock.lap("analyze")
-    findings = diagnose(analysis, thresholds, reconciliation)
+    diagnosis = diagnose(analysis, thresholds, reconciliation)
     clock.lap("diagnose")
     colours = class_colours(len(classes))
     log_key = "step" if evaluation.order_key in ("global_step", "step") else "epoch"
@@ -224,12 +229,12 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
                                                      processes=_drawing_processes()))
     clock.lap("figures")
     context = report_context(run_name=config.run_name, analysis=analysis, evaluation=evaluation,
-                             findings=findings, verdict=verdict(analysis, findings), figures=figures,
+                             diagnosis=diagnosis, figures=figures,
                              colours=colours, class_labels=classes, provenance=_provenance(config, evaluation, argv),
                              paper=config.paper, reconciliation=reconciliation)
     css = (templates_dir() / "report.css").read_text(encoding="utf-8")
     html = render_template("report.html.j2", css=css, for_print=False, **context)
-    document = metrics_document(analysis, [finding_to_json(f) for f in findings], evaluation.skipped)
+    document = metrics_document(analysis, diagnosis, evaluation.skipped)
     files = {"metrics.json": json.dumps(document, indent=1).encode(), "report.html": html.encode(),
              "report.md": render_markdown(context).encode()}
     clock.lap("html")
@@ -242,4 +247,5 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     written = _write_atomically(files, config.out_dir)
     clock.lap("write")
     return ReportResult(config.out_dir, tuple(written), len(evaluation.epochs), len(evaluation.skipped),
-                        time.perf_counter() - started, clock.seconds, tuple(f.title for f in findings))
+                        time.perf_counter() - started, clock.seconds, tuple(f.title for f in diagnosis.findings),
+                        diagnosis.verdict)

@@ -506,7 +506,9 @@ class Node:
         return f"<{self.tag} {self.attrs}>"
 
     def text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+        """The text as a reader sees it: table cells and rows are separated by a space."""
+        gap = " " if self.tag in ("td", "th", "tr") else ""
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children) + gap
 
     def iter(self):
         yield self

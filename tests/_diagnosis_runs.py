@@ -93,3 +93,17 @@ def degrading_run(n_items: int = 1200, n_classes: int = 4, seed: int = 0) -> tup
     rng = np.random.default_rng(seed + 1)
     noise = rng.normal(size=logits.shape)
     return labels, [records_from_logits(logits + level * noise, labels) for level in (1.0, 0.0, 1.5, 2.5, 3.5)]
+
+
+def validation_label_noise_run(n_items: int = 2000, n_classes: int = 5, seed: int = 0):
+    """The overconfident run's model (softmax(3 x) is the exact posterior of x = 3 onehot(y) + N(0, 1)), scaled up
+    epoch by epoch, scored against labels of which 15% of classes 0 and 1 were replaced by another class: the
+    model is right on those items and grows more confident there. Returns (labels, records, flipped indices)."""
+    labels, logits = base_logits(n_items, n_classes, 3.0, seed)
+    rng = np.random.default_rng(seed + 1)
+    flipped = np.flatnonzero((labels < 2) & (rng.random(n_items) < 0.15))
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + 1 + rng.integers(0, n_classes - 1, len(flipped))) % n_classes
+    early = [0.5 * (logits + rng.normal(scale=1.5, size=logits.shape)) for _ in range(2)]
+    records = [records_from_logits(z, noisy) for z in early + [s * logits for s in (0.7, 1.0, 1.5, 2.0, 2.5)]]
+    return noisy, records, flipped

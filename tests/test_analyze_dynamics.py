@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix
 
-from postmortem.analyze.cartography import cartography, persistent_confident_errors
+from postmortem.analyze.candidates import label_issue_candidates
+from postmortem.analyze.cartography import cartography
 from postmortem.analyze.dynamics import PERCENTILES, flip_rate, logit_summary, prediction_flow
 
 
@@ -52,9 +53,28 @@ def test_cartography_by_hand():
     np.testing.assert_allclose(table.final_nll, -np.log([0.9, 0.02, 0.8]))
 
 
-def test_persistent_confident_errors():
-    table = cartography(LABELS, np.array(["a", "b", "c"]), EPOCHS)
-    # only item b is never right, gives its label a mean 0.057 and is 0.98 sure of class 0 at the end
-    np.testing.assert_array_equal(persistent_confident_errors(table, 0.2, 0.1, 0.9), [1])
-    assert len(persistent_confident_errors(table, 0.2, 0.1, 0.99)) == 0      # not confident enough
-    assert len(persistent_confident_errors(table, 0.2, 0.05, 0.9)) == 0      # mean p(y) 0.057 > 0.05
+def _scaled_epoch(pred, p_label, confidence):
+    return SimpleNamespace(pred=np.array(pred), scaled_nll=-np.log(p_label), scaled_confidence=np.array(confidence))
+
+
+def test_label_issue_candidates_by_hand():
+    """Confident learning on scaled probabilities: t_j = mean p(label) over items labelled j; a wrong item
+    predicted j is a candidate when its p(j) >= max(t_j, floor) and it was wrong, predicting j, in the window."""
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    # last epoch: items 0-1 right (p 0.9, 0.8); item 2 predicted 1 with p 0.85; items 3-4 right (0.7, 0.5);
+    # item 5 predicted 0 with p 0.8. t_0 = (0.9 + 0.8 + 0.1) / 3 = 0.6, t_1 = (0.7 + 0.5 + 0.15) / 3 = 0.45
+    last = _scaled_epoch([0, 0, 1, 1, 1, 0], [0.9, 0.8, 0.1, 0.7, 0.5, 0.15], [0.9, 0.8, 0.85, 0.7, 0.5, 0.8])
+    stable = _scaled_epoch([0, 0, 1, 1, 1, 0], [0.9] * 6, [0.9] * 6)
+    flipped = _scaled_epoch([0, 0, 1, 1, 1, 1], [0.9] * 6, [0.9] * 6)       # item 5 right one epoch earlier
+    found = label_issue_candidates(labels, [stable, stable, last], 2, 2, window=3, min_confidence=0.5)
+    np.testing.assert_allclose(found.class_thresholds, [0.6, 0.45])
+    np.testing.assert_array_equal(found.indices, [2, 5])                    # 0.85 >= 0.45, 0.8 >= 0.6
+    assert found.epoch_indices == (0, 1, 2)
+    np.testing.assert_array_equal(found.confident, [True, True, True, True, True, True])
+    # the floor: item 2's 0.85 is below 0.9; confident items are those at or above max(t_pred, 0.9)
+    floor = label_issue_candidates(labels, [stable, stable, last], 2, 2, window=3, min_confidence=0.9)
+    np.testing.assert_array_equal(floor.indices, [])
+    np.testing.assert_array_equal(floor.confident, [True, False, False, False, False, False])
+    # stability: item 5 was right at epoch 1, so a window of 2 drops it, a window of 1 keeps it
+    np.testing.assert_array_equal(label_issue_candidates(labels, [stable, flipped, last], 2, 2, 2, 0.5).indices, [2])
+    np.testing.assert_array_equal(label_issue_candidates(labels, [stable, flipped, last], 2, 2, 1, 0.5).indices, [2, 5])

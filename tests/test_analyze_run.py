@@ -11,6 +11,7 @@ from sklearn.metrics import brier_score_loss, f1_score
 from _diagnosis_runs import analysis_of, make_records, records_from_logits
 from postmortem.analyze.choice import CRITERIA, checkpoint_choice
 from postmortem.analyze.run import analyze_run
+from postmortem.diagnose import diagnose
 from postmortem.evaluate.records import ItemTable
 
 WEIGHTS = np.array([1.0, 2.5, 0.5])
@@ -87,7 +88,9 @@ def test_analyze_run_uses_ids_and_groups():
         epochs=[SimpleNamespace(records=r, epoch=e, checkpoint=f"e{e}") for e, r in ((1, records[0]), (2, records[1]))],
         class_weights=np.ones(2))
     analysis = analyze_run(evaluation, ("x", "y"))
-    assert analysis.bootstrap.resampled_unit == "groups" and analysis.bootstrap.n_units == 2
+    assert analysis.groups.tolist() == [0, 0, 1, 1] and analysis.labels.tolist() == [0, 1, 0, 1]
+    ledger = diagnose(analysis).comparison.ledger
+    assert ledger.totals.resampled_unit == "groups" and ledger.totals.n_units == 2
     assert [e.id for e in analysis.confident_errors] == ["d2:1", "d1:0"]      # nll +2.6 and +1.9
     assert analysis.cartography.ids[0] == "d1:0"
 

@@ -58,9 +58,15 @@ def test_out_elsewhere_leaves_run_untouched(tmp_path):
     result = run_module("report", built.path, "--out", out, "--no-pdf", *built.options, cwd=tmp_path)
     report_ok(result)
     assert snapshot(built.path) == before, "files under RUN were written or changed"
-    # stderr is not a terminal here: no progress bar, just the closing summary line
+    # stderr is not a terminal here: no progress bar, just the closing summary line and the verdict (its line and
+    # its three sentences, rendered from metrics.json's verdict object), then at most three findings' titles
     assert "\r" not in result.stderr and "it/s" not in result.stderr and "ckpt/s" not in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) <= 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    verdict = json.loads((out / "metrics.json").read_text())["verdict"]
+    assert lines[0].startswith("postmortem: 3 checkpoints; wrote") and lines[1].startswith("postmortem: verdict: ")
+    assert [line.strip() for line in lines[2:5]] == [verdict["sentences"][key] for key in
+                                                     ("what_happened", "model_or_else", "what_to_try")]
+    assert len(lines) <= 8 and all(line.startswith("  finding: ") for line in lines[5:]), result.stderr
     assert (out / "metrics.json").is_file() and (out / "report.html").is_file()
     assert not (out / "report.pdf").exists(), "--no-pdf still wrote report.pdf"
     assert_metrics_match(json.loads((out / "metrics.json").read_text()), built, rel=SUBPROCESS_REL)

@@ -361,6 +361,45 @@ def test_an_unknown_option_with_nothing_close(tmp_path):
         read_config_file(tmp_path)
 
 
+@pytest.mark.parametrize("table, message", [
+    ("min-recal-drop = 0.1", "unknown threshold 'min-recal-drop' in [diagnosis]; did you mean 'min-recall-drop'?"),
+    ("candidate-window = 2.5", "[diagnosis] threshold 'candidate-window': expected an integer, got 2.5"),
+    ("min-label-share = 'most'", "[diagnosis] threshold 'min-label-share': expected a number, got 'most'"),
+])
+def test_a_bad_diagnosis_threshold_in_postmortem_toml(tmp_path, capsys, table, message):
+    run, _ = make_run(tmp_path, n_epochs=1)
+    (run / "postmortem.toml").write_text(f'data = "val.pt"\n[diagnosis]\n{table}\n')
+    code, err, _ = report(run, capsys=capsys)
+    assert code == 2
+    assert one_error_line(err).endswith(f"postmortem.toml: {message}")
+
+
+def test_diagnosis_thresholds_from_postmortem_toml_reach_the_findings(tmp_path):
+    """[diagnosis] sets DiagnosisConfig: a finding prints the threshold given there beside its number."""
+    import json
+
+    import numpy as np
+
+    from postmortem.config import build_config
+    from postmortem.report import write_report
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(1200) % 4
+    logits = rng.normal(size=(1200, 4))
+    logits[np.arange(1200), labels] += 2.0
+    (tmp_path / "preds").mkdir()
+    for epoch, scale in enumerate((0.5, 1.0, 2.0, 3.0), start=1):       # overconfidence: T follows the scale
+        np.savez(tmp_path / "preds" / f"epoch_{epoch}.npz", outputs=scale * logits, labels=labels)
+    (tmp_path / "postmortem.toml").write_text('predictions = "preds"\nno-pdf = true\nquiet = true\n'
+                                              "[diagnosis]\nmin-last-temperature = 1.2\ncandidate-window = 2\n")
+    config = build_config(tmp_path, read_config_file(tmp_path), {})
+    assert dict(config.diagnosis) == {"min_last_temperature": 1.2, "candidate_window": 2}
+    write_report(config)
+    findings = json.loads((tmp_path / "postmortem-report" / "metrics.json").read_text())["findings"]
+    overconfidence = next(f for f in findings if f["id"] == "overconfidence")
+    assert overconfidence["thresholds"]["temperature_last"] == 1.2
+
+
 def test_a_toml_file_that_does_not_parse(tmp_path, capsys):
     run, _ = make_run(tmp_path, n_epochs=1)
     (run / "postmortem.toml").write_text("data = val.pt\n")

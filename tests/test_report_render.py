@@ -98,7 +98,8 @@ def test_verdict_and_top_finding_come_first(sample_report):
     first_screen = text[:2500]
     assert "What happened?" in first_screen
     assert "model or something else?" in first_screen.lower() and "What to try?" in first_screen
-    assert top["title"] in text[:text.index("Evidence")], "top finding must precede the evidence sections"
+    evidence = text.index("Evidence", text.index("Provenance"))        # past the contents, which end with Provenance
+    assert top["title"] in text[:evidence], "top finding must precede the evidence sections"
     assert text.index("Verdict") < text.index("Findings") < text.index("Per-epoch detail") < text.index("Provenance")
 
 

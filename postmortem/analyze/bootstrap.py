@@ -1,8 +1,12 @@
-"""Paired bootstrap intervals for the change in loss, accuracy and macro F1 between two epochs.
+"""Paired bootstrap: many statistics of a comparison between two epochs, all on the same resamples.
 
-Both epochs are scored on the same resample, so the interval is for the change itself. When the data
-names groups (e.g. the utterances of one dialogue), whole groups are resampled, since items within a
-group are not independent. Resamples are drawn with a fixed seed: the report is reproducible.
+Every statistic the ledger reports (loss change and its parts, the scaled and unweighted loss changes,
+accuracy, macro F1, recall and confusion changes) is a function of sums over items. Summing each item
+column per unit (an item, or a group such as a dialogue, whose items are not independent) once gives a
+(G, M) matrix S; a resample that draws unit g m_g times has column totals m @ S. So R resamples cost one
+(R, G) @ (G, M) product, both epochs are scored on each resample (the interval is for the change itself),
+and every statistic and share is computed on the same resamples, which makes them comparable.
+Resamples are drawn with a fixed seed: the report is reproducible.
 """
 from __future__ import annotations
 
@@ -11,9 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from .metrics import macro_f1_from_counts
-
-__all__ = ["Interval", "BootstrapDeltas", "bootstrap_deltas", "N_RESAMPLES", "CONFIDENCE_LEVEL", "SEED"]
+__all__ = ["Interval", "ColumnSums", "ResampledTotals", "resample_multiplicities", "resample_totals", "N_RESAMPLES", "CONFIDENCE_LEVEL", "SEED"]
 
 N_RESAMPLES = 200
 CONFIDENCE_LEVEL = 0.95
@@ -23,7 +25,7 @@ RESAMPLES_PER_CHUNK = 25      # bounds memory: a chunk holds RESAMPLES_PER_CHUNK
 
 @dataclass(frozen=True)
 class Interval:
-    """A change measured on all items, with its percentile bootstrap interval [low, high]."""
+    """A value measured on all items, with its percentile bootstrap interval [low, high]."""
 
     estimate: float
     low: float
@@ -33,81 +35,108 @@ class Interval:
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
+    @property
+    def above_zero(self) -> bool:
+        """The whole interval is above 0: a rise beyond noise."""
+        return self.low > 0
+
+    @property
+    def below_zero(self) -> bool:
+        """The whole interval is below 0: a fall beyond noise."""
+        return self.high < 0
+
+
+class ColumnSums:
+    """Builds the (units, columns) matrix of per-unit sums, with each column or block of columns named."""
+
+    def __init__(self, units: np.ndarray, n_units: int):
+        self.units, self.n_units = units, n_units
+        self.layout: dict[str, int | slice] = {}
+        self._rows: list[np.ndarray] = []
+        self._cols: list[np.ndarray] = []
+        self._values: list[np.ndarray] = []
+        self._width = 0
+
+    def add(self, name: str, values: np.ndarray) -> None:
+        """One column: the per-unit sums of a per-item value (booleans count as 0/1)."""
+        self.add_block(name, np.zeros(len(self.units), dtype=np.int64), 1, values)
+        self.layout[name] = self.layout[name].start      # an index: its totals read as one value per row
+
+    def add_block(self, name: str, codes: np.ndarray, n_codes: int, values: np.ndarray | None = None) -> None:
+        """n_codes columns: column k sums `values` (default 1) over the items whose code is k; codes < 0 skip."""
+        keep = codes >= 0
+        values = np.ones(len(codes)) if values is None else np.asarray(values, dtype=np.float64)
+        self._rows.append(self.units[keep])
+        self._cols.append(self._width + codes[keep])
+        self._values.append(values[keep])
+        self.layout[name] = slice(self._width, self._width + n_codes)
+        self._width += n_codes
+
+    def matrix(self) -> sparse.csc_matrix:
+        """The (units, columns) matrix; duplicate (unit, column) entries are summed."""
+        return sparse.csc_matrix((np.concatenate(self._values), (np.concatenate(self._rows), np.concatenate(self._cols))),
+                                 shape=(self.n_units, self._width))
+
 
 @dataclass(frozen=True)
-class BootstrapDeltas:
-    """Changes from epoch `from_index` to `to_index` (later minus earlier) with bootstrap intervals."""
+class ResampledTotals:
+    """Column totals over all units (row 0) and over each resample (rows 1..R), by column name.
 
-    from_index: int
-    to_index: int
+    A statistic is any function of these totals computed row-wise; `interval` turns its rows into the
+    estimate (row 0) and the percentile interval of the resamples (NaN resamples, e.g. a class drawn
+    with no items, are left out), widened to the estimate where it lies outside.
+    """
+
+    layout: dict[str, int | slice]  # a column's index, or a block's slice
+    totals: np.ndarray            # (1 + R, M)
     n_resamples: int
     confidence_level: float
-    resampled_unit: str            # "groups" when the data names groups shared by several items, else "items"
+    resampled_unit: str           # "groups" when units hold several items, else "items"
     n_units: int
-    loss_change: Interval
-    accuracy_change: Interval
-    macro_f1_change: Interval
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """(1 + R,) for a column, (1 + R, k) for a block."""
+        return self.totals[:, self.layout[name]]
+
+    def interval(self, values: np.ndarray) -> Interval:
+        """The interval of one statistic given as its (1 + R,) rows."""
+        tail = (1.0 - self.confidence_level) / 2.0
+        resampled = values[1:]
+        resampled = resampled[np.isfinite(resampled)]
+        if len(resampled) == 0:
+            return Interval(float(values[0]), float("nan"), float("nan"))
+        low, high = np.quantile(resampled, [tail, 1.0 - tail])
+        # A skewed statistic (a ratio, a share) can have its estimate outside the percentile interval; the
+        # interval is then widened to it, never the estimate moved.
+        estimate = float(values[0])
+        return Interval(estimate, min(float(low), estimate), max(float(high), estimate))
+
+    def intervals(self, values: np.ndarray) -> tuple[Interval, ...]:
+        """One interval per column of a (1 + R, k) statistic."""
+        return tuple(self.interval(values[:, k]) for k in range(values.shape[1]))
 
 
-@dataclass(frozen=True)
-class _UnitSums:
-    """Per-unit sums from which every statistic of a resample follows by one matrix product."""
-
-    ratio_terms: np.ndarray        # (G, 6): a nll_before, a nll_after, a, correct_before, correct_after, 1
-    class_counts: sparse.csc_matrix  # (G, 5C): support, TP_before, predicted_before, TP_after, predicted_after
-    n_classes: int
-    counted_classes: np.ndarray    # classes with items in the full validation set
-
-
-def _unit_sums(units: np.ndarray, n_units: int, labels: np.ndarray, item_weights: np.ndarray,
-               before, after, n_classes: int) -> _UnitSums:
-    correct_before, correct_after = before.pred == labels, after.pred == labels
-    columns = (item_weights * before.nll, item_weights * after.nll, item_weights,
-               correct_before, correct_after, np.ones(len(labels)))
-    ratio_terms = np.stack([np.bincount(units, weights=c.astype(np.float64), minlength=n_units) for c in columns],
-                           axis=1)
-    kinds = [(np.ones(len(labels), bool), labels), (correct_before, labels), (np.ones(len(labels), bool), before.pred),
-             (correct_after, labels), (np.ones(len(labels), bool), after.pred)]
-    rows = np.concatenate([units[mask] for mask, _ in kinds])
-    cols = np.concatenate([k * n_classes + cls[mask] for k, (mask, cls) in enumerate(kinds)])
-    class_counts = sparse.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_units, 5 * n_classes))
-    support = np.bincount(labels, minlength=n_classes)
-    return _UnitSums(ratio_terms, class_counts, n_classes, support > 0)
-
-
-def _changes(sums: _UnitSums, multiplicity: np.ndarray) -> np.ndarray:
-    """(R, 3) changes in loss, accuracy and macro F1 for R resamples given as (R, G) draw counts."""
-    totals = multiplicity @ sums.ratio_terms
-    counts = (sums.class_counts.T @ multiplicity.T).T.reshape(len(multiplicity), 5, sums.n_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        loss_change = (totals[:, 1] - totals[:, 0]) / totals[:, 2]
-        accuracy_change = (totals[:, 4] - totals[:, 3]) / totals[:, 5]
-    support = counts[:, 0]
-    f1_before = macro_f1_from_counts(counts[:, 1], support, counts[:, 2], sums.counted_classes)
-    f1_after = macro_f1_from_counts(counts[:, 3], support, counts[:, 4], sums.counted_classes)
-    return np.column_stack([loss_change, accuracy_change, f1_after - f1_before])
-
-
-def bootstrap_deltas(labels: np.ndarray, groups: np.ndarray, class_weights: np.ndarray, before, after,
-                     from_index: int, to_index: int, n_resamples: int = N_RESAMPLES,
-                     confidence_level: float = CONFIDENCE_LEVEL, seed: int = SEED) -> BootstrapDeltas:
-    """Percentile intervals for L, accuracy and macro F1 of `after` minus `before` (records with .pred, .nll).
-
-    Loss is the class-weighted mean NLL, a ratio of resampled sums, as torch's nll_loss(weight=...).
-    """
-    units = np.unique(groups, return_inverse=True)[1].reshape(-1)
-    n_units = int(units.max()) + 1 if len(units) else 0
-    sums = _unit_sums(units, n_units, labels, class_weights[labels], before, after, len(class_weights))
-    estimate = _changes(sums, np.ones((1, n_units)))[0]
+def resample_multiplicities(n_units: int, n_resamples: int = N_RESAMPLES, seed: int = SEED):
+    """The seeded resamples, in chunks of at most RESAMPLES_PER_CHUNK: (chunk, n_units) arrays of how many times
+    each unit is drawn (n_units draws with replacement per resample)."""
     rng = np.random.default_rng(seed)
-    resampled = []
     for start in range(0, n_resamples, RESAMPLES_PER_CHUNK):
         size = min(RESAMPLES_PER_CHUNK, n_resamples - start)
         draws = rng.integers(0, n_units, size=(size, n_units)) + n_units * np.arange(size)[:, None]
-        multiplicity = np.bincount(draws.ravel(), minlength=size * n_units).reshape(size, n_units)
-        resampled.append(_changes(sums, multiplicity.astype(np.float64)))
-    tail = (1.0 - confidence_level) / 2.0
-    low, high = np.nanquantile(np.concatenate(resampled), [tail, 1.0 - tail], axis=0)
-    loss, accuracy, macro_f1 = (Interval(float(e), float(lo), float(hi)) for e, lo, hi in zip(estimate, low, high))
-    return BootstrapDeltas(from_index, to_index, n_resamples, confidence_level,
-                           "groups" if n_units < len(labels) else "items", n_units, loss, accuracy, macro_f1)
+        yield np.bincount(draws.ravel(), minlength=size * n_units).reshape(size, n_units)
+
+
+def resample_totals(groups: np.ndarray, build, n_resamples: int = N_RESAMPLES,
+                    confidence_level: float = CONFIDENCE_LEVEL, seed: int = SEED) -> ResampledTotals:
+    """Column totals of the per-unit sums that `build(columns: ColumnSums)` adds, on all units and on
+    n_resamples seeded resamples of the units (the items' groups; each item its own group gives items)."""
+    units = np.unique(groups, return_inverse=True)[1].reshape(-1)
+    n_units = int(units.max()) + 1 if len(units) else 0
+    columns = ColumnSums(units, n_units)
+    build(columns)
+    matrix = columns.matrix()
+    rows = [np.asarray(matrix.sum(axis=0)).reshape(1, -1)]
+    for multiplicity in resample_multiplicities(n_units, n_resamples, seed):
+        rows.append(np.asarray((matrix.T @ multiplicity.T.astype(np.float64)).T))
+    return ResampledTotals(columns.layout, np.concatenate(rows), n_resamples, confidence_level,
+                           "groups" if n_units < len(groups) else "items", n_units)

@@ -1,7 +1,7 @@
 """Per-item dynamics across epochs on the validation set (dataset cartography, Swayamdipta et al. 2020).
 
-Persistently and confidently wrong items are label-error candidates (Pleiss et al. 2020); correct->wrong
-flips between consecutive epochs are forgetting events (Toneva et al. 2019).
+Correct->wrong flips between consecutive epochs are forgetting events (Toneva et al. 2019); label-error
+candidates are found by candidates.label_issue_candidates.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Cartography", "cartography", "persistent_confident_errors"]
+__all__ = ["Cartography", "cartography"]
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,3 @@ def cartography(labels: np.ndarray, ids: np.ndarray, records: list) -> Cartograp
         final_nll=records[-1].nll,
     )
 
-
-def persistent_confident_errors(table: Cartography, max_fraction_correct: float, max_mean_true_confidence: float,
-                                min_final_confidence: float) -> np.ndarray:
-    """Indices of label-error candidates, most confident first: items right in at most `max_fraction_correct`
-    of epochs, whose mean p(y) is at most `max_mean_true_confidence` (the hard-to-learn corner of the data
-    map), and that are wrong at the last epoch with confidence >= `min_final_confidence`."""
-    chosen = np.flatnonzero((table.fraction_correct <= max_fraction_correct)
-                            & (table.mean_true_confidence <= max_mean_true_confidence)
-                            & (table.final_pred != table.labels) & (table.final_confidence >= min_final_confidence))
-    return chosen[np.argsort(-table.final_confidence[chosen], kind="stable")]

@@ -11,8 +11,9 @@ What the renderer reads (all frozen dataclasses or numpy arrays):
     analysis.flow                 PredictionFlow, best-loss epoch -> last epoch
     analysis.cartography          Cartography: per-item dynamics over all epochs
     analysis.confident_errors     ConfidentError rows: items wrong at the last epoch, largest part of dL first
-    analysis.bootstrap            BootstrapDeltas: loss/accuracy/macro-F1 changes, best-loss -> last, with CIs
     analysis.checkpoint_choice    CheckpointChoice: the best epoch by loss, accuracy, macro F1, ECE, scaled loss
+    analysis.labels, .groups, .ids, .records   the counted items and each epoch's per-item records, for the
+                                  comparisons diagnose draws (ledger.attribution_ledger)
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .bootstrap import BootstrapDeltas, bootstrap_deltas
 from .calibration import EpochCalibration, epoch_calibration
 from .cartography import Cartography, cartography
 from .choice import CheckpointChoice, checkpoint_choice
@@ -75,8 +75,11 @@ class RunAnalysis:
     flow: PredictionFlow
     cartography: Cartography
     confident_errors: tuple[ConfidentError, ...]
-    bootstrap: BootstrapDeltas
     checkpoint_choice: CheckpointChoice
+    labels: np.ndarray
+    groups: np.ndarray
+    ids: np.ndarray
+    records: tuple              # EpochRecords per epoch, in training order
 
     @property
     def losses(self) -> np.ndarray:
@@ -150,7 +153,7 @@ def analyze_epochs(labels: np.ndarray, epochs: list, class_names: tuple[str, ...
                    ids: np.ndarray | None = None, groups: np.ndarray | None = None) -> RunAnalysis:
     """All analyses of evaluated epochs (training order, each with .records, .epoch, .checkpoint).
 
-    ids default to each item's index, groups to one group per item (the bootstrap then resamples items).
+    ids default to each item's index, groups to one group per item (bootstraps then resample items).
     """
     ids = np.arange(len(labels)).astype(str) if ids is None else ids
     groups = np.arange(len(labels)) if groups is None else groups
@@ -173,8 +176,11 @@ def analyze_epochs(labels: np.ndarray, epochs: list, class_names: tuple[str, ...
         flow=prediction_flow(records[best].pred, records[last].pred, len(class_weights), best, last),
         cartography=cartography(labels, ids, records),
         confident_errors=confident_errors(labels, ids, class_weights, tuple(class_names), records[best], records[last]),
-        bootstrap=bootstrap_deltas(labels, groups, class_weights, records[best], records[last], best, last),
         checkpoint_choice=checkpoint_choice(_epoch_columns(views, flip_rates)),
+        labels=labels,
+        groups=groups,
+        ids=ids,
+        records=tuple(records),
     )
 
 

@@ -53,9 +53,25 @@ def _bar_heights(counts: np.ndarray, scale: int) -> list[str]:
 CONFIDENT_ERROR_ROWS = 25
 
 
-def _evidence_tables(analysis, class_labels) -> dict[str, Any]:
+VERDICT_QUESTIONS = (("what_happened", "What happened?"), ("model_or_else", "Is it the model or something else?"),
+                     ("what_to_try", "What to try?"))
+
+
+def _verdict_context(verdict) -> dict[str, Any]:
+    """The verdict's sentences under their questions, and every assessed cause with its share and role."""
+    roles = {verdict.primary_cause: "primary"} | {c: "contributing" for c in verdict.contributing_causes}
+    causes = [{"id": a.cause.value, "name": a.cause.value.replace("_", " "), "share": a.share,
+               "role": roles.get(a.cause, "not counted"), "facts": a.facts} for a in verdict.assessments]
+    causes.sort(key=lambda row: ("primary", "contributing", "not counted").index(row["role"]))
+    return {"status": verdict.status.value, "primary": verdict.primary_cause.value if verdict.primary_cause else None,
+            "contributing": [c.value for c in verdict.contributing_causes], "classes": list(verdict.classes),
+            "answers": [{"question": q, "text": getattr(verdict.sentences, key)} for key, q in VERDICT_QUESTIONS],
+            "causes": causes}
+
+
+def _evidence_tables(analysis, ledger, class_labels) -> dict[str, Any]:
     """The tables beside the figures: which checkpoint to pick, class weight shares, confident errors, CIs."""
-    d, b, shares = analysis.decomposition, analysis.bootstrap, analysis.class_shares
+    d, b, shares = analysis.decomposition, ledger, analysis.class_shares
     by_class = d.by_class
     return {
         "choice": [vars(row) | {"is_current": False} for row in analysis.checkpoint_choice.rows],
@@ -67,19 +83,21 @@ def _evidence_tables(analysis, class_labels) -> dict[str, Any]:
         "confident_errors": [vars(row) for row in analysis.confident_errors[:CONFIDENT_ERROR_ROWS]],
         "n_confident_errors": len(analysis.confident_errors),
         "bootstrap": {"from_epoch": analysis.epochs[b.from_index].epoch, "to_epoch": analysis.epochs[b.to_index].epoch,
-                      "n_resamples": b.n_resamples, "level": b.confidence_level, "unit": b.resampled_unit,
-                      "n_units": b.n_units,
+                      "n_resamples": b.totals.n_resamples, "level": b.totals.confidence_level,
+                      "unit": b.totals.resampled_unit, "n_units": b.totals.n_units,
                       "rows": [{"name": name, "estimate": i.estimate, "low": i.low, "high": i.high,
                                 "excludes_zero": i.excludes_zero}
-                               for name, i in (("loss", b.loss_change), ("accuracy", b.accuracy_change),
-                                               ("macro F1", b.macro_f1_change))]},
+                               for name, i in (("loss", b.loss_change), ("loss after temperature scaling",
+                                                                         b.scaled_loss_change),
+                                               ("unweighted loss", b.unweighted_loss_change),
+                                               ("accuracy", b.accuracy_change), ("macro F1", b.macro_f1_change))]},
         "decomposition": {"from_epoch": analysis.epochs[d.from_index].epoch, "to_epoch": analysis.epochs[d.to_index].epoch,
                           "loss_change": d.loss_change, "by_transition": [float(x) for x in d.by_transition],
                           "top_1": d.top_1_percent_share, "top_5": d.top_5_percent_share},
     }
 
 
-def report_context(*, run_name: str, analysis, evaluation, findings, verdict, figures, colours,
+def report_context(*, run_name: str, analysis, evaluation, diagnosis, figures, colours,
                    class_labels, provenance: list[tuple[str, str]], paper: str = "a4",
                    reconciliation=None) -> dict[str, Any]:
     """Everything report.html.j2 reads."""
@@ -119,8 +137,8 @@ def report_context(*, run_name: str, analysis, evaluation, findings, verdict, fi
         "n_epochs": len(analysis.epochs),
         "n_items": len(evaluation.items),
         "classes": list(class_labels),
-        "verdict": verdict,
-        "findings": [_finding_context(f) for f in findings],
+        "verdict": _verdict_context(diagnosis.verdict),
+        "findings": [_finding_context(f) for f in diagnosis.findings],
         "figures": figures,
         "figure_titles": {fig.id: fig.title for fig in figures} | {"fig-confident-errors": "Items that became confidently wrong",
                                                                  "fig-choice": "Which checkpoint to pick",
@@ -130,7 +148,7 @@ def report_context(*, run_name: str, analysis, evaluation, findings, verdict, fi
                       for n in evaluation.nonfinite],
         "notes": list(evaluation.notes),
         "transitions": TRANSITIONS,
-        **_evidence_tables(analysis, class_labels),
+        **_evidence_tables(analysis, diagnosis.comparison.ledger, class_labels),
         "print_max_classes": PRINT_MAX_CLASSES,
         "epochs": epochs,
         "key_epochs": key_epochs,

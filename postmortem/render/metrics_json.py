@@ -5,6 +5,7 @@ import math
 from typing import Any
 
 from ..analyze.decomposition import TRANSITIONS
+from ..diagnose import finding_to_json, verdict_to_json
 
 __all__ = ["SCHEMA_VERSION", "metrics_document"]
 
@@ -29,8 +30,39 @@ def _decomposition(d, views, classes) -> dict[str, Any]:
             "top_5_percent_share": _number(d.top_5_percent_share)}
 
 
-def metrics_document(analysis, findings: list[dict[str, Any]], skipped: list) -> dict[str, Any]:
-    """The metrics.json content: per-epoch metrics, best epoch, findings, skipped checkpoints, and the analyses."""
+def _interval(interval) -> dict[str, float | None]:
+    return {"estimate": _number(interval.estimate), "low": _number(interval.low), "high": _number(interval.high)}
+
+
+def _attribution(ledger, classes) -> dict[str, Any]:
+    """The attribution ledger of the comparison: every part of dL with its interval on the same resamples."""
+    confusions = [{"true_class": classes[k.true_class], "predicted_class": classes[k.predicted_class],
+                   "share_before": _number(k.share_before), "share_after": _number(k.share_after),
+                   "growth": _interval(k.growth), "part": _interval(k.part), "share": _interval(k.share)}
+                  for k in ledger.confusions]
+    flagged = ledger.flagged()
+    return {
+        "loss_change": _interval(ledger.loss_change),
+        "scaled_loss_change": _interval(ledger.scaled_loss_change),
+        "unweighted_loss_change": _interval(ledger.unweighted_loss_change),
+        "calibration_part": _interval(ledger.calibration_part),
+        "class_weight_part": _interval(ledger.class_weight_part),
+        "by_class": {name: _interval(i) for name, i in zip(classes, ledger.class_parts)},
+        "by_transition": {t: _interval(i) for t, i in zip(TRANSITIONS, ledger.transition_parts)},
+        "recall_change": {name: None if i is None else _interval(i) for name, i in zip(classes, ledger.recall_changes)},
+        "confusions": confusions,
+        "label_error_candidates": {"n_items": int(len(flagged.indices)), "part": _interval(flagged.part),
+                                   "share": _interval(flagged.share), "rest_change": _interval(flagged.rest_change)},
+        "confident_misses": {classes[m.predicted_class]: {"observed": _number(m.observed),
+                                                          "expected": _number(m.expected),
+                                                          "excess": _interval(m.excess)}
+                             for m in ledger.confident_misses},
+    }
+
+
+def metrics_document(analysis, diagnosis, skipped: list) -> dict[str, Any]:
+    """The metrics.json content: per-epoch metrics, best epoch, findings, skipped checkpoints, the verdict, and the
+    analyses behind it."""
     columns = analysis.epoch_columns()
     previous = [None] + list(analysis.step_decompositions)
     epochs = []
@@ -61,22 +93,26 @@ def metrics_document(analysis, findings: list[dict[str, Any]], skipped: list) ->
                 "by_transition": {t: _number(v) for t, v in zip(TRANSITIONS, previous[index].by_transition)}},
         }
         epochs.append(entry)
-    b = analysis.bootstrap
+    ledger = diagnosis.comparison.ledger
+    totals = ledger.totals
     return {
         "schema_version": SCHEMA_VERSION,
         "classes": list(analysis.classes),
         "epochs": epochs,
         "best_epoch": int(analysis.epochs[analysis.best_loss_index].epoch),
-        "findings": findings,
+        "findings": [finding_to_json(f) for f in diagnosis.findings],
         "skipped": [{"checkpoint": s.checkpoint, "error": s.error, **({"epoch": s.epoch} if s.epoch is not None else {})}
                     for s in skipped],
+        "verdict": verdict_to_json(diagnosis.verdict),
         "decomposition": _decomposition(analysis.decomposition, analysis.epochs, analysis.classes),
-        "bootstrap": {"from_epoch": int(analysis.epochs[b.from_index].epoch),
-                      "to_epoch": int(analysis.epochs[b.to_index].epoch), "n_resamples": b.n_resamples,
-                      "confidence_level": b.confidence_level, "resampled_unit": b.resampled_unit, "n_units": b.n_units,
-                      **{name: {"estimate": _number(i.estimate), "low": _number(i.low), "high": _number(i.high)}
-                         for name, i in (("loss_change", b.loss_change), ("accuracy_change", b.accuracy_change),
-                                         ("macro_f1_change", b.macro_f1_change))}},
+        "bootstrap": {"from_epoch": int(analysis.epochs[ledger.from_index].epoch),
+                      "to_epoch": int(analysis.epochs[ledger.to_index].epoch), "n_resamples": totals.n_resamples,
+                      "confidence_level": totals.confidence_level, "resampled_unit": totals.resampled_unit,
+                      "n_units": totals.n_units,
+                      **{name: _interval(i) for name, i in (("loss_change", ledger.loss_change),
+                                                            ("accuracy_change", ledger.accuracy_change),
+                                                            ("macro_f1_change", ledger.macro_f1_change))}},
+        "attribution": _attribution(ledger, analysis.classes),
         "checkpoint_choice": [{"criterion": r.criterion, "epoch": int(r.epoch), "checkpoint": r.checkpoint}
                               for r in analysis.checkpoint_choice.rows],
         "class_shares": {name: {"frequency_share": _number(f), "weight_share": _number(w)}

@@ -1,0 +1,258 @@
+"""The candidate causes of a loss rise, each assessed on the one comparison: its share of the rise with its
+interval, whether it counts, what it names, and the numbers (beside their thresholds) that decided it.
+
+A cause counts only when the rise itself is beyond noise and the cause's own interval excludes 0
+(../shared/DESIGN.md, "Deciding the cause"):
+- calibration: the change of L - L_TS is above 0 (scaling removes part of the rise);
+- genuine degradation: the change of L_TS is above 0, or macro F1 fell beyond its interval;
+- class weights: dL minus the unweighted change is above 0; it leads when the unweighted loss did not rise;
+- class collapse: a class's recall fell beyond its interval while accuracy held, and its items carry part
+  of the rise, with no single confusion taking most of the fall (its items spread over other classes);
+- learned confusion: the share of c's items predicted c' grew beyond its interval and those items carry a
+  material share of the rise (their validation labels are right: the confusion was learned in training);
+  when c's recall fell, this one confusion takes at least min_collapse_explained of the fall;
+- validation labels: a predicted class shows more confident wrong predictions than its calibrated (scaled,
+  cross-fitted) probabilities expect, beyond noise and by min_miss_ratio, and the label-error candidates
+  predicted as that class (outside learned confusions) carry part of the rise; they lead when they carry
+  most of it while the other items' loss did not rise. Otherwise candidates are only items to audit: on
+  clean labels, confident errors are as many as calibration expects, however much of the rise they carry;
+- logging mismatch: the training log's validation loss is not the loss of these checkpoints (no share of dL).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..analyze.bootstrap import Interval
+from ..analyze.run import RunAnalysis
+from .comparison import Comparison, Status
+from .config import DiagnosisConfig
+
+__all__ = ["Cause", "CauseAssessment", "assess_causes", "label_error_pairs", "LEADING_CAUSES"]
+
+
+class Cause(str, enum.Enum):
+    """A cause the verdict can name; the value is its name in metrics.json."""
+
+    CALIBRATION = "calibration"
+    """The model's confidence grew, not its errors: temperature scaling removes the counted part of the rise."""
+    GENUINE_DEGRADATION = "genuine_degradation"
+    """The model got worse: the temperature-scaled loss rose, or macro F1 fell."""
+    CLASS_COLLAPSE = "class_collapse"
+    """One class's recall fell while accuracy held."""
+    LEARNED_CONFUSION = "learned_confusion"
+    """The model learned to predict c for items of c' (noisy training labels or ambiguous classes)."""
+    VALIDATION_LABELS = "validation_labels"
+    """Wrong validation labels: confidently contradicted items carry the rise while the rest improve."""
+    CLASS_WEIGHTS = "class_weights"
+    """The loss's class weights magnify a change the unweighted loss does not show."""
+    LOGGING_MISMATCH = "logging_mismatch"
+    """The logged validation loss is not the loss of these checkpoints on this data."""
+
+
+# Causes that lead whenever they count, in this order, whatever their share: when the flagged items carry
+# most of the rise and the rest improve, the labels are the story; when only the weighted loss rose, the
+# weights are.
+LEADING_CAUSES = (Cause.VALIDATION_LABELS, Cause.CLASS_WEIGHTS)
+
+
+@dataclass(frozen=True)
+class CauseAssessment:
+    """One cause on one comparison. `share` is its share of dL (None for a cause with no part of dL); `facts`
+    the numbers behind it, each beside its threshold, as a sentence; `leads` whether it leads when it counts."""
+
+    cause: Cause
+    counted: bool
+    share: Interval | None
+    facts: str
+    classes: tuple[int, ...] = ()
+    item_indices: tuple[int, ...] = ()
+    pairs: tuple[tuple[int, int], ...] = ()
+    leads: bool = False
+
+
+def _ci(interval: Interval, signed: str = "+.4f") -> str:
+    return f"CI [{interval.low:{signed}}, {interval.high:{signed}}]"
+
+
+def _share_text(share: Interval) -> str:
+    return f"{share.estimate:.0%} of the rise (CI {share.low:.0%} to {share.high:.0%})"
+
+
+def _calibration(c: Comparison, rise: bool) -> CauseAssessment:
+    ledger = c.ledger
+    part, share = ledger.calibration_part, ledger.calibration_share
+    counted = rise and share.above_zero
+    return CauseAssessment(Cause.CALIBRATION, counted, share,
+                           f"L − L_TS changed {part.estimate:+.4f} ({_ci(part)}): {_share_text(share)}")
+
+
+def _genuine_degradation(c: Comparison, config: DiagnosisConfig, rise: bool) -> CauseAssessment:
+    ledger = c.ledger
+    scaled, f1 = ledger.scaled_loss_change, ledger.macro_f1_change
+    f1_fell = f1.below_zero and -f1.estimate >= config.min_macro_f1_drop
+    counted = rise and (scaled.above_zero or f1_fell)
+    facts = (f"scaled-loss change {scaled.estimate:+.4f} ({_ci(scaled)}); macro F1 change {f1.estimate:+.4f} "
+             f"({_ci(f1)}, counts when below 0 and a fall ≥ {config.min_macro_f1_drop})")
+    return CauseAssessment(Cause.GENUINE_DEGRADATION, counted, ledger.scaled_share, facts)
+
+
+def _named_classes(effects: np.ndarray, amplified: np.ndarray, config: DiagnosisConfig) -> tuple[int, ...]:
+    """The classes weighted above their frequency with the largest positive effects, until they reach
+    min_class_share of those classes' total (at most max_concentrated_classes). A class weighted below its
+    frequency whose loss fell also adds to dL - dL_unweighted (its fall counts less), but its weight magnifies
+    nothing, so it is not named."""
+    order = [int(k) for k in np.argsort(-effects, kind="stable") if effects[k] > 0 and amplified[k]]
+    total, named, reached = float(effects[order].sum()) if order else 0.0, [], 0.0
+    for k in order[:config.max_concentrated_classes]:
+        named.append(k)
+        reached += effects[k]
+        if reached >= config.min_class_share * total:
+            break
+    return tuple(named)
+
+
+def _class_weights(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfig, rise: bool) -> CauseAssessment:
+    ledger = c.ledger
+    part, share, unweighted = ledger.class_weight_part, ledger.class_weight_share, ledger.unweighted_loss_change
+    counted = rise and share.above_zero
+    facts = (f"weighted change {ledger.loss_change.estimate:+.4f} ({_ci(ledger.loss_change)}) against unweighted "
+             f"{unweighted.estimate:+.4f} ({_ci(unweighted)}); the weights add {part.estimate:+.4f} ({_ci(part)}): "
+             f"{_share_text(share)}")
+    return CauseAssessment(Cause.CLASS_WEIGHTS, counted, share, facts,
+                           classes=_named_classes(ledger.class_weight_effects,
+                                                  np.nan_to_num(analysis.class_shares.amplification) > 1, config),
+                           leads=not unweighted.above_zero)
+
+
+def _grown_pairs(c: Comparison, config: DiagnosisConfig) -> list:
+    """Followed confusions c -> c' whose share of c grew beyond noise (by min_confusion_growth) and whose items
+    carry a material share of the rise (min_confusion_share, beyond noise)."""
+    return [k for k in c.ledger.confusions
+            if k.growth.above_zero and k.growth.estimate >= config.min_confusion_growth
+            and k.share.above_zero and k.share.estimate >= config.min_confusion_share]
+
+
+def _collapsed_classes(c: Comparison, config: DiagnosisConfig, grown: list) -> list[int]:
+    """Classes whose recall fell beyond noise (by min_recall_drop), whose items carry part of the rise, and whose
+    fall no single grown confusion explains (none takes min_collapse_explained of it: their items spread over
+    several classes; a class one confusion explains is that learned confusion instead)."""
+    ledger = c.ledger
+    collapsed = []
+    for k, recall in enumerate(ledger.recall_changes):
+        if recall is None or not recall.below_zero or -recall.estimate < config.min_recall_drop \
+                or not ledger.class_shares[k].above_zero:
+            continue
+        largest = max((p.growth.estimate for p in grown if p.true_class == k), default=0.0)
+        if largest < config.min_collapse_explained * -recall.estimate:
+            collapsed.append(k)
+    return collapsed
+
+
+def _learned_confusion(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfig, rise: bool,
+                       grown: list, collapsed: list[int]) -> CauseAssessment | None:
+    """The grown confusions out of classes that did not collapse; None when no confusion is followed."""
+    ledger = c.ledger
+    if not ledger.confusions:
+        return None
+    learned = [k for k in grown if k.true_class not in collapsed]
+    top = learned[0] if learned else max(ledger.confusions, key=lambda k: k.share.estimate)
+    names = analysis.classes
+    facts = (f"{names[top.true_class]} → {names[top.predicted_class]}: share of {names[top.true_class]} predicted "
+             f"{names[top.predicted_class]} {top.share_before:.1%} → {top.share_after:.1%} (growth "
+             f"{top.growth.estimate:+.1%}, CI [{top.growth.low:+.1%}, {top.growth.high:+.1%}], threshold "
+             f"{config.min_confusion_growth:.0%}); those items carry {_share_text(top.share)} (threshold "
+             f"{config.min_confusion_share:.0%})")
+    if not learned:
+        return CauseAssessment(Cause.LEARNED_CONFUSION, False, top.share, facts)
+    pairs = tuple((k.true_class, k.predicted_class) for k in learned)
+    _, share = ledger.pairs_part(pairs)
+    classes = tuple(dict.fromkeys(k for pair in pairs for k in pair))
+    return CauseAssessment(Cause.LEARNED_CONFUSION, rise, share, facts, classes=classes, pairs=pairs)
+
+
+def _class_collapse(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfig, rise: bool,
+                    collapsed: list[int]) -> CauseAssessment | None:
+    """The collapsed classes (recall fell beyond noise, no single confusion explains it) while accuracy held."""
+    if not collapsed:
+        return None
+    ledger = c.ledger
+    accuracy_held = not ledger.accuracy_change.below_zero
+    fallen = sorted(collapsed, key=lambda k: -ledger.class_shares[k].estimate)
+    _, share = ledger.classes_part(tuple(fallen))
+    names, first, last = analysis.classes, analysis.epochs[c.from_index].metrics, analysis.epochs[c.to_index].metrics
+    facts = "; ".join(
+        f"{names[k]}: recall {first.per_class[k].recall:.1%} → {last.per_class[k].recall:.1%} (change "
+        f"{ledger.recall_changes[k].estimate:+.1%}, CI [{ledger.recall_changes[k].low:+.1%}, "
+        f"{ledger.recall_changes[k].high:+.1%}], threshold −{config.min_recall_drop:.0%}), no single class taking "
+        f"{config.min_collapse_explained:.0%} of the fall" for k in fallen)
+    facts += (f"; accuracy change {ledger.accuracy_change.estimate:+.2%} ({_ci(ledger.accuracy_change, '+.2%')}); "
+              f"the class{'es' if len(fallen) > 1 else ''}' items carry {_share_text(share)}")
+    return CauseAssessment(Cause.CLASS_COLLAPSE, rise and accuracy_held and share.above_zero, share, facts,
+                           classes=tuple(fallen))
+
+
+def label_error_pairs(c: Comparison, config: DiagnosisConfig,
+                      confusion: CauseAssessment | None) -> tuple[tuple[int, tuple[int, int], ...], tuple]:
+    """The predicted classes with an excess of confident wrong predictions (beyond noise, and at least
+    min_miss_ratio times what calibration expects), and the (label, prediction) pairs of the candidates that
+    are predicted as one of them, outside any counted learned confusion."""
+    ledger = c.ledger
+    excess = tuple(m.predicted_class for m in ledger.confident_misses
+                   if m.excess.above_zero and m.observed >= config.min_miss_ratio * m.expected)
+    learned = confusion.pairs if confusion is not None and confusion.counted else ()
+    pairs = tuple(pair for pair in ledger.flagged_pairs if pair[1] in excess and pair not in learned)
+    return excess, pairs
+
+
+def _validation_labels(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfig, rise: bool,
+                       confusion: CauseAssessment | None) -> CauseAssessment:
+    excess, pairs = label_error_pairs(c, config, confusion)
+    flagged = c.ledger.flagged(pairs)
+    n = len(flagged.indices)
+    misses = c.ledger.confident_misses
+    worst = max(misses, key=lambda m: m.observed - m.expected) if misses else None
+    names = analysis.classes
+    counted = rise and n > 0 and flagged.share.above_zero
+    leads = flagged.share.estimate >= config.min_label_share and not flagged.rest_change.above_zero
+    facts = (f"confident wrong predictions beyond what calibrated probabilities expect: "
+             + (", ".join(f"predicted {names[m.predicted_class]} {m.observed:.0f} observed against {m.expected:.1f} "
+                          f"expected (excess CI [{m.excess.low:+.1f}, {m.excess.high:+.1f}])"
+                          for m in misses if m.predicted_class in excess) if excess else
+                f"none (largest: predicted {names[worst.predicted_class]} {worst.observed:.0f} against "
+                f"{worst.expected:.1f}, excess CI [{worst.excess.low:+.1f}, {worst.excess.high:+.1f}])"
+                if worst else "none")
+             + f" (threshold {config.min_miss_ratio:.1f}× and beyond noise); {n} label-error candidates predicted as "
+             f"{'those classes' if excess else 'such a class'} carry {_share_text(flagged.share)} (leads at "
+             f"{config.min_label_share:.0%}); the other items' loss changed {flagged.rest_change.estimate:+.4f} "
+             f"({_ci(flagged.rest_change)}; leads when it did not rise)")
+    # The classes named are those whose items carry the wrong labels: the predicted classes with an excess.
+    classes = tuple(sorted(excess, key=lambda k: -(misses[k].observed - misses[k].expected)))
+    return CauseAssessment(Cause.VALIDATION_LABELS, counted, flagged.share, facts, classes=classes,
+                           item_indices=tuple(int(i) for i in flagged.indices), pairs=pairs, leads=leads)
+
+
+def _logging_mismatch(reconciliation, config: DiagnosisConfig) -> CauseAssessment | None:
+    if reconciliation is None:
+        return None
+    facts = (f"logged and recomputed validation loss differ by up to {reconciliation.max_relative_difference:.2%} "
+             f"(tolerance {config.logged_loss_tolerance:.0e} relative)")
+    return CauseAssessment(Cause.LOGGING_MISMATCH, not reconciliation.agrees, None, facts)
+
+
+def assess_causes(analysis: RunAnalysis, comparison: Comparison, config: DiagnosisConfig,
+                  reconciliation=None) -> tuple[CauseAssessment, ...]:
+    """Every cause that applies to this run (class weights only with unequal weights, logging only with a log)."""
+    rise = comparison.status is Status.RISE
+    grown = _grown_pairs(comparison, config)
+    collapsed = _collapsed_classes(comparison, config, grown)
+    confusion = _learned_confusion(analysis, comparison, config, rise, grown, collapsed)
+    found = [_calibration(comparison, rise), _genuine_degradation(comparison, config, rise),
+             _class_collapse(analysis, comparison, config, rise, collapsed), confusion,
+             _validation_labels(analysis, comparison, config, rise, confusion)]
+    if not np.allclose(analysis.class_weights, analysis.class_weights[0]):
+        found.append(_class_weights(analysis, comparison, config, rise))
+    found.append(_logging_mismatch(reconciliation, config))
+    return tuple(a for a in found if a is not None)

@@ -1,0 +1,41 @@
+"""Every threshold the diagnosis compares against, in one frozen object (settable in postmortem.toml under
+[diagnosis]); findings and the verdict print each number beside the threshold it was held to.
+
+Whether a change is real is never a threshold here: a change counts only when its own bootstrap interval
+excludes 0. The thresholds below say how large a real change must be to matter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DiagnosisConfig", "DIAGNOSIS_TABLE"]
+
+DIAGNOSIS_TABLE = "diagnosis"       # the postmortem.toml table that overrides these
+
+
+@dataclass(frozen=True)
+class DiagnosisConfig:
+    """Thresholds of the causes (verdict), of the findings that show them, and of the mechanisms behind them."""
+
+    # causes
+    min_macro_f1_drop: float = 0.005         # macro-F1 fall (beyond its CI) that counts as genuine degradation
+    min_recall_drop: float = 0.05            # a class's recall fall (beyond its CI) that counts as class collapse
+    min_confusion_growth: float = 0.05       # growth of the share of c's items predicted c' (beyond its CI)
+    min_confusion_share: float = 0.2         # the share of the rise those items must carry (learned confusion)
+    min_collapse_explained: float = 0.5      # share of a class's recall fall one confusion must explain to take it
+    min_miss_ratio: float = 2.0              # confident wrong predictions of a class / what calibration expects
+    min_label_share: float = 0.5             # "most of the rise": share the label-error candidates must carry
+    candidate_window: int = 3                # candidates are wrong, with the same prediction, in this many last epochs
+    candidate_min_confidence: float = 0.5    # and at least this confident (scaled) in that prediction
+    # findings and mechanisms
+    min_relative_loss_rise: float = 0.02     # (L_last - L_best) / L_best for the headline finding
+    min_last_temperature: float = 1.05       # fitted T above which a calibration change is overconfidence
+    min_wrong_share: float = 0.5             # share of dL carried by correct->wrong and wrong->wrong items
+    min_class_share: float = 0.5             # share of dL (or of the class-weight part) the named classes reach
+    max_concentrated_classes: int = 3        # "one or few" classes
+    min_concentration_ratio: float = 2.0     # their share of dL / their share of the items
+    min_norm_growth: float = 0.10            # relative rise of the median centred-logit norm
+    min_margin_growth: float = 0.10          # relative rise of the median absolute margin
+    max_listed_items: int = 200              # item ids listed in metrics.json (text shows 10)
+    logged_loss_tolerance: float = 1e-3      # relative difference between logged and recomputed loss that counts
+

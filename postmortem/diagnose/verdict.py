@@ -1,0 +1,221 @@
+"""The verdict, computed from the cause assessments (never written separately): the status, the primary cause
+and the contributing ones, what they name, each cause's share of the rise, and three sentences answering what
+happened, whether it is the model or something else, and what to try. The report's verdict, the markdown
+summary and the console line are all rendered from this object."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..analyze.bootstrap import Interval
+from ..analyze.run import RunAnalysis
+from .causes import LEADING_CAUSES, Cause, CauseAssessment
+from .comparison import Comparison, Status
+from .config import DiagnosisConfig
+
+__all__ = ["Verdict", "VerdictSentences", "decide", "verdict_to_json"]
+
+MAX_STEPS = 3
+IDS_IN_TEXT = 10
+
+
+@dataclass(frozen=True)
+class VerdictSentences:
+    """The three answers, in the order a reader asks them."""
+
+    what_happened: str
+    model_or_else: str
+    what_to_try: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the comparison shows: status, primary and contributing causes (counted ones only), the classes and
+    item ids the primary cause names, every assessed cause's share of the rise, and the three sentences."""
+
+    status: Status
+    primary_cause: Cause | None
+    contributing_causes: tuple[Cause, ...]
+    classes: tuple[str, ...]
+    item_ids: tuple[str, ...]
+    cause_shares: dict[Cause, Interval]
+    sentences: VerdictSentences
+    assessments: tuple[CauseAssessment, ...]
+
+
+def _rank(assessments: tuple[CauseAssessment, ...]) -> list[CauseAssessment]:
+    """Counted causes, the primary first: a leading cause in LEADING_CAUSES order, else the largest share
+    whose interval excludes 0; then the others by share (causes with no share last)."""
+    counted = [a for a in assessments if a.counted]
+    leaders = [a for cause in LEADING_CAUSES for a in counted if a.cause is cause and a.leads]
+    with_share = sorted((a for a in counted if a.share is not None and a not in leaders),
+                        key=lambda a: -a.share.estimate)
+    primary = leaders[:1] or [a for a in with_share if a.share.above_zero][:1]
+    rest = [a for a in leaders[1:] + with_share if a not in primary] + [a for a in counted if a.share is None]
+    return primary + rest
+
+
+def _pick(analysis: RunAnalysis, criterion: str) -> str:
+    return f"epoch {analysis.epochs[analysis.checkpoint_choice.index_by(criterion)].epoch}"
+
+
+def _best_recall_epoch(analysis: RunAnalysis, k: int) -> int:
+    recalls = [e.metrics.per_class[k].recall if e.metrics.per_class[k].recall is not None else -1.0
+               for e in analysis.epochs]
+    return analysis.epochs[int(np.argmax(recalls))].epoch
+
+
+def _what_happened(analysis: RunAnalysis, c: Comparison) -> str:
+    change, accuracy, f1 = c.ledger.loss_change, c.ledger.accuracy_change, c.ledger.macro_f1_change
+    first, last = analysis.epochs[c.from_index], analysis.epochs[c.to_index]
+    totals = c.ledger.totals
+    n = f"{len(analysis.labels)} items" + (f" in {totals.n_units} groups" if totals.resampled_unit == "groups" else "")
+    if c.status is Status.NO_RISE and c.from_index == analysis.best_loss_index == len(analysis.epochs) - 1:
+        return (f"Validation loss is still falling: it is lowest at the last epoch ({last.epoch}, "
+                f"{last.metrics.loss:.4f}), so there is no rise to explain; accuracy {last.metrics.accuracy:.2%}.")
+    head = (f"Validation loss went {c.loss_from:.4f} (epoch {c.from_epoch}) → {c.loss_to:.4f} (epoch {c.to_epoch}): "
+            f"{change.estimate:+.4f} ({c.relative_change:+.1%}), {totals.confidence_level:.0%} CI "
+            f"[{change.low:+.4f}, {change.high:+.4f}] over {totals.n_resamples} paired resamples of the {n}; "
+            f"accuracy {first.metrics.accuracy:.2%} → {last.metrics.accuracy:.2%} (CI of the change "
+            f"[{accuracy.low:+.2%}, {accuracy.high:+.2%}]), macro F1 {first.macro_f1_score:.3f} → "
+            f"{last.macro_f1_score:.3f} (CI [{f1.low:+.3f}, {f1.high:+.3f}]).")
+    if c.status is Status.UNRESOLVED:
+        needed = c.units_to_resolve
+        unit = "groups" if totals.resampled_unit == "groups" else "items"
+        head += (f" The rise is not resolved with n = {totals.n_units} {unit}: its interval includes 0"
+                 + (f"; roughly {needed} {unit} would resolve a change this size." if needed else "."))
+    elif c.status is Status.NO_RISE:
+        head += " The loss did not rise between these epochs."
+    return head
+
+
+def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison) -> str:
+    """What a counted cause says, with its share of the rise."""
+    names, ledger = analysis.classes, c.ledger
+    share = f"{a.share.estimate:.0%} of the rise, CI {a.share.low:.0%} to {a.share.high:.0%}" if a.share else ""
+    if a.cause is Cause.CALIBRATION:
+        last = analysis.epochs[c.to_index]
+        return (f"the model's confidence, not its decisions: temperature scaling removes {share} "
+                f"(fitted T {analysis.epochs[c.from_index].temperature:.2f} → {last.temperature:.2f})")
+    if a.cause is Cause.GENUINE_DEGRADATION:
+        return f"the model got worse, beyond calibration ({share}): {a.facts}"
+    if a.cause is Cause.CLASS_COLLAPSE:
+        return f"class {', '.join(names[k] for k in a.classes)} collapsed while accuracy held ({share}): {a.facts}"
+    if a.cause is Cause.LEARNED_CONFUSION:
+        pairs = ", ".join(f"{names[x]} → {names[y]}" for x, y in a.pairs)
+        return (f"a learned confusion, {pairs} ({share}): {a.facts}; the validation labels of these items are "
+                f"not in question, the training labels or the features separating the classes are")
+    if a.cause is Cause.VALIDATION_LABELS:
+        return f"the validation labels, not the model ({share}): {a.facts}"
+    if a.cause is Cause.CLASS_WEIGHTS:
+        return (f"the loss's class weights ({share}), weighting classes {', '.join(names[k] for k in a.classes)}: "
+                f"{a.facts}")
+    return f"the logged loss: {a.facts}"
+
+
+def _model_or_else(ranked: list[CauseAssessment], assessments, analysis: RunAnalysis, c: Comparison) -> str:
+    if c.status is Status.UNRESOLVED:
+        return ("Not resolved: with the rise's interval including 0, no cause is claimed; every assessed cause "
+                "is listed with its share below for reference only.")
+    if c.status is Status.NO_RISE:
+        logged = [a for a in ranked if a.cause is Cause.LOGGING_MISMATCH]
+        return ("Nothing rose to explain." + (f" But {_phrase(logged[0], analysis, c)}: the rise seen in the "
+                                               "training log is not the loss of these checkpoints." if logged else ""))
+    if not ranked:
+        return ("No assessed cause reaches beyond noise: " + "; ".join(
+            f"{a.cause.value.replace('_', ' ')}: {a.facts}" for a in assessments) + ".")
+    text = f"Mostly {_phrase(ranked[0], analysis, c)}."
+    if len(ranked) > 1:
+        text += " Also " + "; and ".join(_phrase(a, analysis, c) for a in ranked[1:]) + "."
+    degradation = next(a for a in assessments if a.cause is Cause.GENUINE_DEGRADATION)
+    if not degradation.counted:
+        text += f" Genuine degradation: not detected ({degradation.facts})."
+    return text
+
+
+def _step(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, ids: tuple[str, ...]) -> str:
+    names, last = analysis.classes, analysis.epochs[c.to_index]
+    if a.cause is Cause.CALIBRATION:
+        return (f"Temperature-scale the checkpoint you deploy (T ≈ {last.temperature:.2f} at epoch {last.epoch}, "
+                f"fitted on held-out data: its loss goes {last.metrics.loss:.4f} → about {last.scaled_loss:.4f}, "
+                f"decisions unchanged), or pick the checkpoint by the loss after scaling "
+                f"({_pick(analysis, 'lowest loss after temperature scaling')}).")
+    if a.cause is Cause.GENUINE_DEGRADATION:
+        return (f"Stop earlier ({_pick(analysis, 'lowest loss after temperature scaling')} has the lowest loss after "
+                f"scaling, {_pick(analysis, 'highest macro F1')} the best macro F1) and regularise: weight decay, "
+                "dropout, augmentation or more data; lower the learning rate late.")
+    if a.cause is Cause.CLASS_COLLAPSE:
+        k = a.classes[0]
+        return (f"Pick the checkpoint by macro F1 ({_pick(analysis, 'highest macro F1')}) or by {names[k]}'s recall "
+                f"(epoch {_best_recall_epoch(analysis, k)}), and find why {names[k]}'s training signal weakened "
+                "(its share of the training data, sampling, augmentation).")
+    if a.cause is Cause.LEARNED_CONFUSION:
+        x, y = a.pairs[0]
+        return (f"Check the TRAINING labels of {names[x]} and {names[y]} (items of {names[x]} labelled {names[y]}) "
+                f"and the features that separate the two; until then pick by macro F1 "
+                f"({_pick(analysis, 'highest macro F1')}).")
+    if a.cause is Cause.VALIDATION_LABELS:
+        shown = ", ".join(ids[:IDS_IN_TEXT]) + (f" … ({len(ids)} in all, listed in metrics.json)"
+                                                if len(ids) > IDS_IN_TEXT else "")
+        return f"Audit the labels of these validation items and fix them before reading the loss curve: {shown}."
+    if a.cause is Cause.CLASS_WEIGHTS:
+        return ("Judge checkpoints by the unweighted loss or macro F1 "
+                f"({_pick(analysis, 'highest macro F1')} by macro F1); soften the class weights (e.g. the square "
+                "root of inverse frequency) or use class-balanced sampling.")
+    return ("Fix the logged validation loss (reduce as the loss does, in eval mode, on the same data) and judge "
+            "the run by the recomputed curve meanwhile.")
+
+
+def _what_to_try(ranked: list[CauseAssessment], analysis: RunAnalysis, c: Comparison, ids: tuple[str, ...]) -> str:
+    if c.status is Status.UNRESOLVED:
+        needed = c.units_to_resolve
+        unit = "groups" if c.ledger.totals.resampled_unit == "groups" else "items"
+        return ("Don't act on this difference yet: enlarge the validation set"
+                + (f" (roughly {needed} {unit})" if needed else "") + " or compare several seeds, then look again; "
+                f"meanwhile keep the checkpoint with the lowest validation loss ({_pick(analysis, 'lowest loss')}).")
+    if c.status is Status.NO_RISE and not ranked:
+        return f"Nothing to fix here: keep the checkpoint with the lowest validation loss ({_pick(analysis, 'lowest loss')})."
+    return " ".join(_step(a, analysis, c, ids) for a in ranked[:MAX_STEPS])
+
+
+def decide(analysis: RunAnalysis, comparison: Comparison, assessments: tuple[CauseAssessment, ...],
+           config: DiagnosisConfig) -> Verdict:
+    """The verdict of one comparison from its cause assessments."""
+    rise = comparison.status is Status.RISE
+    ranked = _rank(assessments) if rise else [a for a in assessments if a.counted]
+    primary = ranked[0] if rise and ranked and ranked[0].share is not None else None
+    contributing = [a for a in ranked if a is not primary]
+    ids = tuple(str(analysis.ids[i]) for i in primary.item_indices[:config.max_listed_items]) if primary else ()
+    sentences = VerdictSentences(_what_happened(analysis, comparison),
+                                 _model_or_else(ranked, assessments, analysis, comparison),
+                                 _what_to_try(ranked, analysis, comparison, ids))
+    return Verdict(
+        status=comparison.status,
+        primary_cause=primary.cause if primary else None,
+        contributing_causes=tuple(a.cause for a in contributing),
+        classes=tuple(analysis.classes[k] for k in primary.classes) if primary else (),
+        item_ids=ids,
+        cause_shares={a.cause: a.share for a in assessments if a.share is not None},
+        sentences=sentences,
+        assessments=assessments,
+    )
+
+
+def verdict_to_json(verdict: Verdict) -> dict[str, Any]:
+    """The metrics.json form (schema_version 1, additive): see README, "metrics.json"."""
+    return {
+        "status": verdict.status.value,
+        "primary_cause": verdict.primary_cause.value if verdict.primary_cause else None,
+        "contributing_causes": [c.value for c in verdict.contributing_causes],
+        "classes": list(verdict.classes),
+        "item_ids": list(verdict.item_ids),
+        # a share is left out where it is undefined (no resample kept a defined ratio)
+        "cause_shares": {c.value: {"estimate": i.estimate, "low": i.low, "high": i.high}
+                         for c, i in verdict.cause_shares.items()
+                         if all(np.isfinite(v) for v in (i.estimate, i.low, i.high))},
+        "sentences": {"what_happened": verdict.sentences.what_happened,
+                      "model_or_else": verdict.sentences.model_or_else,
+                      "what_to_try": verdict.sentences.what_to_try},
+    }
