@@ -94,8 +94,8 @@ def _genuine_degradation(c: Comparison, config: DiagnosisConfig, rise: bool) -> 
     scaled, f1 = ledger.scaled_loss_change, ledger.macro_f1_change
     f1_fell = f1.below_zero and -f1.estimate >= config.min_macro_f1_drop
     counted = rise and (scaled.above_zero or f1_fell)
-    facts = (f"scaled-loss change {scaled.estimate:+.4f} ({_ci(scaled)}); macro F1 change {f1.estimate:+.4f} "
-             f"({_ci(f1)}, counts when below 0 and a fall ≥ {config.min_macro_f1_drop})")
+    facts = (f"scaled-loss change {scaled.estimate:+.4f}, {_ci(scaled)}; macro F1 change {f1.estimate:+.4f}, "
+             f"{_ci(f1)} (counts when below 0 and a fall ≥ {config.min_macro_f1_drop})")
     return CauseAssessment(Cause.GENUINE_DEGRADATION, counted, ledger.scaled_share, facts)
 
 

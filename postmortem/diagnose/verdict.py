@@ -92,26 +92,45 @@ def _what_happened(analysis: RunAnalysis, c: Comparison) -> str:
 
 
 def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison) -> str:
-    """What a counted cause says, with its share of the rise."""
+    """What a counted cause says in plain words, with the numbers that carry it (the full numbers are in its
+    assessment's facts, which the report's cause table shows)."""
     names, ledger = analysis.classes, c.ledger
-    share = f"{a.share.estimate:.0%} of the rise, CI {a.share.low:.0%} to {a.share.high:.0%}" if a.share else ""
+    share = (f"{a.share.estimate:.0%} of the rise (CI {a.share.low:.0%} to {a.share.high:.0%})" if a.share else "")
     if a.cause is Cause.CALIBRATION:
-        last = analysis.epochs[c.to_index]
-        return (f"the model's confidence, not its decisions: temperature scaling removes {share} "
-                f"(fitted T {analysis.epochs[c.from_index].temperature:.2f} → {last.temperature:.2f})")
+        return (f"the model's confidence, not its decisions: temperature scaling removes {share}; the fitted "
+                f"temperature went {analysis.epochs[c.from_index].temperature:.2f} → "
+                f"{analysis.epochs[c.to_index].temperature:.2f}")
     if a.cause is Cause.GENUINE_DEGRADATION:
-        return f"the model got worse, beyond calibration ({share}): {a.facts}"
+        scaled, f1 = ledger.scaled_loss_change, ledger.macro_f1_change
+        return (f"the model got worse beyond its calibration: the loss after temperature scaling changed "
+                f"{scaled.estimate:+.4f} (CI [{scaled.low:+.4f}, {scaled.high:+.4f}]) and macro F1 {f1.estimate:+.4f} "
+                f"(CI [{f1.low:+.4f}, {f1.high:+.4f}]); that is {share}")
     if a.cause is Cause.CLASS_COLLAPSE:
-        return f"class {', '.join(names[k] for k in a.classes)} collapsed while accuracy held ({share}): {a.facts}"
+        k = a.classes[0]
+        recall = ledger.recall_changes[k]
+        first, last = analysis.epochs[c.from_index].metrics, analysis.epochs[c.to_index].metrics
+        return (f"class {', '.join(names[j] for j in a.classes)} collapsed while accuracy held: {names[k]}'s recall went "
+                f"{first.per_class[k].recall:.1%} → {last.per_class[k].recall:.1%} (CI of the change "
+                f"[{recall.low:+.1%}, {recall.high:+.1%}]), its items spread over other classes and carry {share}")
     if a.cause is Cause.LEARNED_CONFUSION:
-        pairs = ", ".join(f"{names[x]} → {names[y]}" for x, y in a.pairs)
-        return (f"a learned confusion, {pairs} ({share}): {a.facts}; the validation labels of these items are "
-                f"not in question, the training labels or the features separating the classes are")
+        moves = "; ".join(f"{names[k.true_class]} → {names[k.predicted_class]}, {k.share_before:.1%} → "
+                          f"{k.share_after:.1%} of {names[k.true_class]}'s items (CI of the growth "
+                          f"[{k.growth.low:+.1%}, {k.growth.high:+.1%}])"
+                          for k in ledger.confusions if (k.true_class, k.predicted_class) in a.pairs)
+        return (f"a learned confusion ({moves}), whose items carry {share}: suspect the training labels or the "
+                "features that separate these classes, not these validation items")
     if a.cause is Cause.VALIDATION_LABELS:
-        return f"the validation labels, not the model ({share}): {a.facts}"
+        rest = ledger.flagged(a.pairs).rest_change
+        return (f"the validation labels, not the model: {len(a.item_indices)} items that the model predicts as "
+                f"{', '.join(names[k] for k in a.classes)}, more often confidently against their label than "
+                f"calibrated probabilities allow, carry {share}, while the other items' loss changed "
+                f"{rest.estimate:+.4f} (CI [{rest.low:+.4f}, {rest.high:+.4f}])")
     if a.cause is Cause.CLASS_WEIGHTS:
-        return (f"the loss's class weights ({share}), weighting classes {', '.join(names[k] for k in a.classes)}: "
-                f"{a.facts}")
+        unweighted = ledger.unweighted_loss_change
+        classes = f"; the up-weighted class{'es' if len(a.classes) > 1 else ''} {', '.join(names[k] for k in a.classes)} " \
+                  f"carr{'y' if len(a.classes) > 1 else 'ies'} what they add" if a.classes else ""
+        return (f"the loss's class weights, not the model: without them the loss changed {unweighted.estimate:+.4f} "
+                f"(CI [{unweighted.low:+.4f}, {unweighted.high:+.4f}]); the weights make {share}{classes}")
     return f"the logged loss: {a.facts}"
 
 
@@ -131,7 +150,9 @@ def _model_or_else(ranked: list[CauseAssessment], assessments, analysis: RunAnal
         text += " Also " + "; and ".join(_phrase(a, analysis, c) for a in ranked[1:]) + "."
     degradation = next(a for a in assessments if a.cause is Cause.GENUINE_DEGRADATION)
     if not degradation.counted:
-        text += f" Genuine degradation: not detected ({degradation.facts})."
+        scaled = c.ledger.scaled_loss_change
+        text += (f" Genuine degradation: not detected (scaled-loss change {scaled.estimate:+.4f}, "
+                 f"CI [{scaled.low:+.4f}, {scaled.high:+.4f}]).")
     return text
 
 
