@@ -7,8 +7,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
 from postmortem.analyze.calibration import (adaptive_calibration_error, brier_loss, epoch_calibration,
-                                            reliability_diagram)
-from postmortem.analyze.metrics import expected_calibration_error
+                                            expected_calibration_error, reliability_diagram)
 
 CONFIDENCE = np.array([0.95, 0.95, 0.55, 0.55, 0.25])
 CORRECT = np.array([True, False, True, True, False])

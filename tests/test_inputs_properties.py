@@ -214,7 +214,7 @@ def test_shares_sum_to_the_loss_and_confusion_sums_to_the_counted_items(outputs,
     accumulator.add(logits, labels, mask)
     items, records = accumulator.finish()
     class_weights = np.ones(logits.shape[1]) if weights is None else np.asarray(weights)
-    metrics = epoch_metrics(items.labels, records.pred, records.nll, records.confidence, records.sum_sq_prob, class_weights)
+    metrics = epoch_metrics(items.labels, records.pred, records.nll, class_weights)
 
     assert metrics.n_samples == int(counted.sum()) == metrics.confusion.sum()
     assert math.isclose(sum(c.loss_share for c in metrics.per_class), metrics.loss, rel_tol=1e-9, abs_tol=1e-12)

@@ -1,7 +1,7 @@
 """Calibration of one epoch from per-item scalars: ECE (equal-width and equal-mass), MCE, Brier, reliability data.
 
 Bin conventions: equal-width bins are (lo, hi] as scikit-learn's calibration_curve, with a confidence of
-exactly 0 in the first bin and exactly 1 in the last (`metrics.confidence_bins`). Equal-mass bins take the
+exactly 0 in the first bin and exactly 1 in the last (`confidence_bins`). Equal-mass bins take the
 items sorted by confidence and cut them into M runs whose sizes differ by at most one; tied confidences may
 fall on both sides of a cut.
 """
@@ -11,10 +11,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import ECE_BINS, confidence_bins
 
-__all__ = ["ReliabilityDiagram", "EpochCalibration", "reliability_diagram", "adaptive_calibration_error",
-           "brier_loss", "epoch_calibration"]
+__all__ = ["ECE_BINS", "confidence_bins", "ReliabilityDiagram", "EpochCalibration", "reliability_diagram",
+           "expected_calibration_error", "adaptive_calibration_error", "brier_loss", "epoch_calibration"]
+
+ECE_BINS = 15
+
+
+def confidence_bins(confidence: np.ndarray, n_bins: int = ECE_BINS) -> np.ndarray:
+    """Bin index of each confidence with (lo, hi] equal-width bins, as scikit-learn's calibration_curve.
+
+    Bin m holds (m/M, (m+1)/M]; a confidence of exactly 0 goes to bin 0 and exactly 1 to bin M-1.
+    """
+    return np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ class EpochCalibration:
     adaptive_calibration_error: float        # top-label ECE, 15 equal-mass bins
     max_calibration_error: float             # MCE: largest equal-width bin gap
     brier_loss: float                        # mean_i sum_k (p_ik - 1[y_i = k])^2, in [0, 2]
+    mean_confidence: float
     mean_confidence_correct: float           # NaN when no prediction is correct
     mean_confidence_wrong: float             # NaN when none is wrong
     mean_entropy: float
@@ -67,6 +77,12 @@ def reliability_diagram(confidence: np.ndarray, correct: np.ndarray, n_bins: int
         mean_confidence = np.bincount(bins, weights=confidence, minlength=n_bins) / counts
         accuracy = np.bincount(bins, weights=correct.astype(np.float64), minlength=n_bins) / counts
     return ReliabilityDiagram(np.linspace(0.0, 1.0, n_bins + 1), counts.astype(np.int64), mean_confidence, accuracy)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """Top-label ECE, sum_m |B_m|/n |acc(B_m) - conf(B_m)| over equal-width bins (written here: scikit-learn has
+    no ECE; tested against torchmetrics' and netcal's conventions in the README's bins)."""
+    return reliability_diagram(confidence, correct, n_bins).expected_calibration_error
 
 
 def adaptive_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> float:
@@ -103,6 +119,7 @@ def epoch_calibration(labels: np.ndarray, records, n_bins: int = ECE_BINS) -> Ep
         adaptive_calibration_error=adaptive_calibration_error(records.confidence, correct, n_bins),
         max_calibration_error=reliability.max_calibration_error,
         brier_loss=brier_loss(records.sum_sq_prob, records.nll),
+        mean_confidence=_mean_or_nan(records.confidence),
         mean_confidence_correct=_mean_or_nan(records.confidence[correct]),
         mean_confidence_wrong=_mean_or_nan(records.confidence[~correct]),
         mean_entropy=_mean_or_nan(records.entropy),

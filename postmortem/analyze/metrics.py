@@ -1,14 +1,12 @@
-"""Per-epoch metrics from per-item records: loss, accuracy, confusion matrix, per-class loss, calibration."""
+"""Per-epoch metrics from per-item records: loss, accuracy, confusion matrix, per-class loss and macro F1.
+(Calibration numbers, ECE and Brier among them, are calibration.py's.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ClassMetrics", "EpochMetrics", "epoch_metrics", "expected_calibration_error", "ECE_BINS",
-           "confidence_bins", "macro_f1_from_counts", "macro_f1_score"]
-
-ECE_BINS = 15
+__all__ = ["ClassMetrics", "EpochMetrics", "epoch_metrics", "macro_f1_from_counts", "macro_f1_score"]
 
 
 @dataclass(frozen=True)
@@ -29,38 +27,11 @@ class EpochMetrics:
     n_samples: int
     loss: float
     accuracy: float
-    ece: float
-    brier: float
-    mean_confidence: float
     confusion: np.ndarray            # (C, C) int64, rows true class, columns predicted
     per_class: tuple[ClassMetrics, ...]
 
 
-def confidence_bins(confidence: np.ndarray, n_bins: int = ECE_BINS) -> np.ndarray:
-    """Bin index of each confidence with (lo, hi] equal-width bins, as scikit-learn's calibration_curve.
-
-    Bin m holds (m/M, (m+1)/M]; a confidence of exactly 0 goes to bin 0 and exactly 1 to bin M-1.
-    """
-    return np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """Top-label ECE: sum_m |B_m|/n * |acc(B_m) - conf(B_m)| over equal-width bins.
-
-    Written here because scikit-learn has no ECE; bins as in `confidence_bins`.
-    """
-    n = len(confidence)
-    if n == 0:
-        return 0.0
-    bins = confidence_bins(confidence, n_bins)
-    counts = np.bincount(bins, minlength=n_bins)
-    gap = np.bincount(bins, weights=correct.astype(np.float64), minlength=n_bins) - \
-        np.bincount(bins, weights=confidence, minlength=n_bins)
-    return float(np.abs(gap).sum() / n) if counts.sum() else 0.0
-
-
-def epoch_metrics(labels: np.ndarray, pred: np.ndarray, nll: np.ndarray, confidence: np.ndarray,
-                  sum_sq_prob: np.ndarray, class_weights: np.ndarray) -> EpochMetrics:
+def epoch_metrics(labels: np.ndarray, pred: np.ndarray, nll: np.ndarray, class_weights: np.ndarray) -> EpochMetrics:
     """Loss = sum_i w[y_i] nll_i / sum_i w[y_i] (torch's weighted nll_loss), and everything beside it."""
     n_classes = len(class_weights)
     item_weights = class_weights[labels]
@@ -85,14 +56,10 @@ def epoch_metrics(labels: np.ndarray, pred: np.ndarray, nll: np.ndarray, confide
         )
         for c in range(n_classes)
     )
-    p_true = np.exp(-nll)
     return EpochMetrics(
         n_samples=int(len(labels)),
         loss=float(weighted_nll.sum() / total_weight),
         accuracy=float(correct.mean()),
-        ece=expected_calibration_error(confidence, correct),
-        brier=float(np.mean(sum_sq_prob - 2.0 * p_true + 1.0)),
-        mean_confidence=float(confidence.mean()),
         confusion=matrix,
         per_class=per_class,
     )

@@ -134,7 +134,7 @@ def confidence_histogram(confidence: np.ndarray, mask: np.ndarray, n_bins: int =
 def _epoch_view(evaluated, labels: np.ndarray, class_weights: np.ndarray) -> EpochView:
     r = evaluated.records
     correct = r.pred == labels
-    metrics = epoch_metrics(labels, r.pred, r.nll, r.confidence, r.sum_sq_prob, class_weights)
+    metrics = epoch_metrics(labels, r.pred, r.nll, class_weights)
     return EpochView(
         checkpoint=evaluated.checkpoint,
         epoch=evaluated.epoch,

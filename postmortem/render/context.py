@@ -108,7 +108,8 @@ def report_context(*, run_name: str, analysis, evaluation, diagnosis, figures, c
         m = view.metrics
         epochs.append({
             "checkpoint": view.checkpoint, "epoch": view.epoch, "loss": m.loss, "accuracy": m.accuracy,
-            "ece": m.ece, "brier": m.brier, "mean_confidence": m.mean_confidence,
+            "ece": view.calibration.expected_calibration_error, "brier": view.calibration.brier_loss,
+            "mean_confidence": view.calibration.mean_confidence,
             "temperature": view.temperature, "scaled_loss": view.scaled_loss,
             "is_best_loss": index == analysis.best_loss_index,
             "confusion": _confusion_cells(m.confusion)
