@@ -58,7 +58,8 @@ def test_scenario_shows_its_cause(suite, name):
     s = suite[name]
     facts = defining_facts(s)
     failed = [fact for fact, holds in facts.items() if not holds]
-    assert len(facts) >= 1 and not failed, f"{name}: {failed}\n{s.confirmation}"
+    numbers = "\n".join(f"  {key}: {value}" for key, value in vars(s.confirmation).items())
+    assert len(facts) >= 1 and not failed, f"{name}: {failed}\n{numbers}"
 
 
 @pytest.mark.parametrize("name", NAMES)
