@@ -22,10 +22,8 @@ REL = 1e-9
 
 
 @pytest.fixture(scope="module")
-def suite(tmp_path_factory) -> dict[str, Scenario]:
-    root = tmp_path_factory.mktemp("scenarios")
-    built = [build(kind, root, "small", seed) for kind, seed in SUITE]
-    return {s.name: s for s in built}
+def suite(scenario_suite) -> dict[str, Scenario]:
+    return scenario_suite
 
 
 def _loss(labels, logits, item_weights) -> float:

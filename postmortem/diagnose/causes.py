@@ -13,9 +13,9 @@ A cause counts only when the rise itself is beyond noise and the cause's own int
   when c's recall fell, this one confusion takes at least min_collapse_explained of the fall;
 - validation labels: a predicted class shows more confident wrong predictions than its calibrated (scaled,
   cross-fitted) probabilities expect, beyond noise and by min_miss_ratio, and the label-error candidates
-  predicted as that class (outside learned confusions) carry part of the rise; they lead when they carry
-  most of it while the other items' loss did not rise. Otherwise candidates are only items to audit: on
-  clean labels, confident errors are as many as calibration expects, however much of the rise they carry;
+  predicted as that class (outside learned confusions) carry most of the rise while the other items' loss
+  did not rise; then the labels lead. Otherwise candidates are only items to audit: on clean labels,
+  confident errors are as many as calibration expects, however much of the rise they carry;
 - logging mismatch: the training log's validation loss is not the loss of these checkpoints (no share of dL).
 """
 from __future__ import annotations
@@ -195,15 +195,21 @@ def _class_collapse(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfi
 
 
 def label_error_pairs(c: Comparison, config: DiagnosisConfig,
-                      confusion: CauseAssessment | None) -> tuple[tuple[int, tuple[int, int], ...], tuple]:
-    """The predicted classes with an excess of confident wrong predictions (beyond noise, and at least
-    min_miss_ratio times what calibration expects), and the (label, prediction) pairs of the candidates that
-    are predicted as one of them, outside any counted learned confusion."""
-    ledger = c.ledger
-    excess = tuple(m.predicted_class for m in ledger.confident_misses
-                   if m.excess.above_zero and m.observed >= config.min_miss_ratio * m.expected)
+                      confusion: CauseAssessment | None) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """Where wrong labels show: the predicted classes with an excess of confident wrong predictions over what
+    calibrated probabilities expect, and the (label, prediction) pairs of the candidates predicted as one of them,
+    outside any counted learned confusion.
+
+    Two tiers: wrong labels are detected when some class's excess is beyond noise and at least min_miss_ratio
+    times the expectation; then every class with more confident errors than expected is included, since one
+    temperature fitted on noisy labels flattens all probabilities and so inflates the expectation of the classes
+    that carry the noise (while clean classes fall far below theirs)."""
+    misses = c.ledger.confident_misses
+    detected = [m for m in misses if m.excess.above_zero and m.observed >= config.min_miss_ratio * m.expected]
+    excess = tuple(m.predicted_class for m in sorted(misses, key=lambda m: m.expected - m.observed)
+                   if detected and m.observed > m.expected)
     learned = confusion.pairs if confusion is not None and confusion.counted else ()
-    pairs = tuple(pair for pair in ledger.flagged_pairs if pair[1] in excess and pair not in learned)
+    pairs = tuple(pair for pair in c.ledger.flagged_pairs if pair[1] in excess and pair not in learned)
     return excess, pairs
 
 
@@ -215,23 +221,25 @@ def _validation_labels(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
     misses = c.ledger.confident_misses
     worst = max(misses, key=lambda m: m.observed - m.expected) if misses else None
     names = analysis.classes
-    counted = rise and n > 0 and flagged.share.above_zero
-    leads = flagged.share.estimate >= config.min_label_share and not flagged.rest_change.above_zero
+    # Claimed only when the labels are the story: otherwise the candidates are items to audit, worded neutrally
+    # (an excess of confident errors also follows from a prior shift, e.g. a class up-weighted in training).
+    counted = (rise and n > 0 and flagged.share.above_zero and flagged.share.estimate >= config.min_label_share
+               and not flagged.rest_change.above_zero)
     facts = (f"confident wrong predictions beyond what calibrated probabilities expect: "
-             + (", ".join(f"predicted {names[m.predicted_class]} {m.observed:.0f} observed against {m.expected:.1f} "
-                          f"expected (excess CI [{m.excess.low:+.1f}, {m.excess.high:+.1f}])"
-                          for m in misses if m.predicted_class in excess) if excess else
+             + (", ".join(f"predicted {names[k]} {misses[k].observed:.0f} observed against {misses[k].expected:.1f} "
+                          f"expected (excess CI [{misses[k].excess.low:+.1f}, {misses[k].excess.high:+.1f}])"
+                          for k in excess) if excess else
                 f"none (largest: predicted {names[worst.predicted_class]} {worst.observed:.0f} against "
                 f"{worst.expected:.1f}, excess CI [{worst.excess.low:+.1f}, {worst.excess.high:+.1f}])"
                 if worst else "none")
-             + f" (threshold {config.min_miss_ratio:.1f}× and beyond noise); {n} label-error candidates predicted as "
-             f"{'those classes' if excess else 'such a class'} carry {_share_text(flagged.share)} (leads at "
+             + f" (detected at {config.min_miss_ratio:.1f}× beyond noise in one class, then every class above its "
+             f"expectation); {n} label-error candidates predicted as "
+             f"{'those classes' if excess else 'such a class'} carry {_share_text(flagged.share)} (threshold "
              f"{config.min_label_share:.0%}); the other items' loss changed {flagged.rest_change.estimate:+.4f} "
-             f"({_ci(flagged.rest_change)}; leads when it did not rise)")
+             f"({_ci(flagged.rest_change)}; must not rise)")
     # The classes named are those whose items carry the wrong labels: the predicted classes with an excess.
-    classes = tuple(sorted(excess, key=lambda k: -(misses[k].observed - misses[k].expected)))
-    return CauseAssessment(Cause.VALIDATION_LABELS, counted, flagged.share, facts, classes=classes,
-                           item_indices=tuple(int(i) for i in flagged.indices), pairs=pairs, leads=leads)
+    return CauseAssessment(Cause.VALIDATION_LABELS, counted, flagged.share, facts, classes=excess,
+                           item_indices=tuple(int(i) for i in flagged.indices), pairs=pairs, leads=True)
 
 
 def _logging_mismatch(reconciliation, config: DiagnosisConfig) -> CauseAssessment | None:

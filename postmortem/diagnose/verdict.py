@@ -102,9 +102,10 @@ def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison) -> str:
                 f"{analysis.epochs[c.to_index].temperature:.2f}")
     if a.cause is Cause.GENUINE_DEGRADATION:
         scaled, f1 = ledger.scaled_loss_change, ledger.macro_f1_change
-        return (f"the model got worse beyond its calibration: the loss after temperature scaling changed "
-                f"{scaled.estimate:+.4f} (CI [{scaled.low:+.4f}, {scaled.high:+.4f}]) and macro F1 {f1.estimate:+.4f} "
-                f"(CI [{f1.low:+.4f}, {f1.high:+.4f}]); that is {share}")
+        signs = ([f"the loss after temperature scaling rose {scaled.estimate:+.4f} (CI [{scaled.low:+.4f}, "
+                  f"{scaled.high:+.4f}]), {share}"] if scaled.above_zero else []) + \
+                ([f"macro F1 fell {f1.estimate:+.4f} (CI [{f1.low:+.4f}, {f1.high:+.4f}])"] if f1.below_zero else [])
+        return "the model got worse beyond its calibration: " + " and ".join(signs)
     if a.cause is Cause.CLASS_COLLAPSE:
         k = a.classes[0]
         recall = ledger.recall_changes[k]
