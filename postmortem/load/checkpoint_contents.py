@@ -24,7 +24,7 @@ from .discovery import ORDER_KEYS
 from .inert_pickle import InertObject
 
 __all__ = ["WEIGHT_KINDS", "MODEL_KEYS", "EMA_KEYS", "CheckpointContents", "checkpoint_contents", "order_metadata",
-           "as_int", "attributes"]
+           "as_int", "attributes", "missing_weights"]
 
 WEIGHT_KINDS = ("model", "ema")
 MODEL_KEYS = ("state_dict", "model_state_dict", "model", "module")
@@ -167,6 +167,11 @@ def _architecture(obj: Any) -> str | None:
     return None
 
 
+def missing_weights(path: Path, wanted: str, held: str) -> CheckpointError:
+    return CheckpointError(f"{path}: holds no {wanted} weights, only {held} weights; pass --weights {held} to "
+                           "evaluate those")
+
+
 def _describe(obj: Any) -> str:
     return f"a pickled {obj.qualified_name()}" if isinstance(obj, InertObject) else f"a {type(obj).__name__}"
 
@@ -182,9 +187,7 @@ def checkpoint_contents(obj: Any, path: Path, weights: str = "model") -> Checkpo
                                   order=order_metadata(obj) if isinstance(obj, Mapping) else {},
                                   architecture=_architecture(obj))
     if found:
-        other = available[0]
-        raise CheckpointError(f"{path}: holds no {weights} weights, only {other} weights; "
-                              f"pass --weights {other} to evaluate those")
+        raise missing_weights(path, weights, available[0])
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: holds {_describe(obj)}, not a state_dict or a dict holding one")
     keys = ", ".join(repr(k) for k in list(obj)[:8])

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from .checkpoint_contents import CheckpointContents, checkpoint_contents, order_metadata
+from .checkpoint_contents import CheckpointContents, checkpoint_contents, missing_weights, order_metadata
 from .discovery import (PREFERRED_WEIGHT_NAMES, SHARD_INDEX_NAMES, WEIGHT_SUFFIXES, CheckpointFile, shard_files,
                         weights_in_folder)
 from .inert_pickle import holds_placeholders
@@ -76,8 +76,9 @@ def _read_shards(index: Path, weights: str, trust: bool, map_location: str) -> d
 
 
 def _only_model_weights(path: Path, weights: str) -> None:
+    """Safetensors, shards and TorchScript hold one set of weights: the model's."""
     if weights != "model":
-        raise CheckpointError(f"{path}: holds model weights only, no {weights} weights; leave --weights at model")
+        raise missing_weights(path, weights, "model")
 
 
 def read_checkpoint(checkpoint: CheckpointFile, *, weights: str = "model", trust: bool = False,
