@@ -289,13 +289,10 @@ def test_lightning_ema_callback_weights(lightning_ema_run, capsys, tmp_path):
 
 
 # ----------------------------------------------------------------------------- torch.save(model)
-WHOLE_MODULE_SOURCE = '''
-from pathlib import Path
-
+# The network, as the training code defines it and as the user's spec defines it again.
+WHOLE_NET = '''
 import torch
 from torch import nn
-
-MARKER = None   # set by the test: a file this module's code writes whenever it runs on unpickling
 
 
 class WholeNet(nn.Module):
@@ -306,25 +303,19 @@ class WholeNet(nn.Module):
 
     def forward(self, x):
         return self.body(x) + self.scratch
-
+'''
+# The training code's module also writes a marker whenever its code runs on unpickling.
+WHOLE_MODULE_SOURCE = WHOLE_NET + '''
     def __setstate__(self, state):
+        from pathlib import Path
+
         Path(MARKER).write_text("WholeNet code ran")
         super().__setstate__(state)
+
+
+MARKER = None   # set by the test
 '''
-WHOLE_SPEC = '''
-import torch
-from torch import nn
-
-
-class WholeNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
-        self.register_buffer("scratch", torch.zeros(3), persistent=False)
-
-    def forward(self, x):
-        return self.body(x) + self.scratch
-
+WHOLE_SPEC = WHOLE_NET + '''
 
 def build_model():
     return WholeNet()
@@ -356,6 +347,9 @@ def test_whole_pickled_modules_whose_class_cannot_be_imported(tmp_path, capsys, 
         model.eval()
         torch.save(model, run / "checkpoints" / f"epoch_{epoch}.pt", _use_new_zipfile_serialization=epoch != 2)
         states[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.load(run / "checkpoints" / "epoch_1.pt", weights_only=False)      # the control: unpickling runs its code
+    assert marker.read_text() == "WholeNet code ran"
+    marker.unlink()
     sys.modules.pop("whole_net_model")
     sys.path.remove(str(source_dir))
     (source_dir / "whole_net_model.py").unlink()
