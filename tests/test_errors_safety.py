@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 
 from _fixtures_inputs import make_run, no_temp_files, reference_loss, report, snapshot, validation_tensors
 from postmortem.cli import main
-from postmortem.errors import CheckpointError, UnsafeCheckpointError
+from postmortem.errors import CheckpointError
 from postmortem.load.checkpoint_reader import read_checkpoint
 from postmortem.load.discovery import CheckpointFile
 
