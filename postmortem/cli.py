@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .config import WEIGHT_CHOICES
 from .errors import InputError, PostmortemError
 
 __all__ = ["main", "build_parser"]
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Every option may also be set in RUN/postmortem.toml; flags win.")
     report.add_argument("run", type=Path, help="the run directory")
     inputs = report.add_argument_group("inputs")
-    inputs.add_argument("--checkpoints", metavar="DIR|GLOB", help="checkpoints (default RUN/checkpoints, else RUN)")
+    inputs.add_argument("--checkpoints", metavar="DIR|FILE|GLOB", nargs="+", help="checkpoints: a folder, files or "
+                        "globs, taken as given (default RUN/checkpoints, else RUN)")
     inputs.add_argument("--model", metavar="FILE.py:FUNC", help="builds the nn.Module (default RUN/postmortem_spec.py:build_model)")
     inputs.add_argument("--data", metavar="PATH|FILE.py:FUNC", help="validation set: .pt, .npz or a factory (default RUN/postmortem_spec.py:val_data)")
     inputs.add_argument("--forward", metavar="FILE.py:FUNC", help="forward(model, batch) -> (outputs, labels[, mask])")
@@ -36,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--train-log", metavar="FILE", help="training log to overlay and check: CSV (epoch, train_loss, "
                         "val_loss, ...), Lightning metrics.csv or Hugging Face trainer_state.json")
     inputs.add_argument("--trust-checkpoints", action="store_true", default=None,
-                        help="allow checkpoints that unpickle code (only for files you made yourself)")
+                        help="unpickle with their code the checkpoints that placeholders cannot represent "
+                        "(only for files you made yourself)")
+    inputs.add_argument("--weights", choices=WEIGHT_CHOICES, help="which weights of each checkpoint to evaluate: "
+                        "the model's own (default) or its EMA copy (timm, Lightning, torchvision)")
     running = report.add_argument_group("running")
     running.add_argument("--device", metavar="cpu|cuda|mps", help="where forward passes run (default cpu)")
     running.add_argument("--batch-size", type=int, metavar="N", help="batch size for .pt/.npz data and Datasets (default 512)")

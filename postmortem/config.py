@@ -15,9 +15,10 @@ else:  # pragma: no cover - Python 3.10
 from .diagnose.config import DIAGNOSIS_TABLE, DiagnosisConfig
 from .errors import ConfigError
 
-__all__ = ["ReportConfig", "OUTPUT_KINDS", "CONFIG_FILE_NAME", "read_config_file", "build_config"]
+__all__ = ["ReportConfig", "OUTPUT_KINDS", "WEIGHT_CHOICES", "CONFIG_FILE_NAME", "read_config_file", "build_config"]
 
 OUTPUT_KINDS = ("auto", "logits", "log_probs", "probs")
+WEIGHT_CHOICES = ("model", "ema")
 PAPER_SIZES = ("a4", "letter")
 CONFIG_FILE_NAME = "postmortem.toml"
 # Options whose values name files: relative paths in postmortem.toml are relative to RUN.
@@ -29,7 +30,7 @@ class ReportConfig:
     """Everything one `postmortem report` needs to know; see the README's option table."""
 
     run: Path
-    checkpoints: str | None = None
+    checkpoints: tuple[str, ...] | None = None     # folders, files or globs
     model: str | None = None
     data: str | None = None
     forward: str | None = None
@@ -45,6 +46,7 @@ class ReportConfig:
     batch_size: int = 512
     workers: int = 0
     trust_checkpoints: bool = False
+    weights: str = "model"
     title: str | None = None
     train_log: str | None = None
     redact: bool = False
@@ -87,6 +89,8 @@ def read_config_file(run: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown option '{key}'{hint}")
         if name in PATH_OPTIONS and isinstance(value, str) and value:
             value = _relative_to(run, value)
+        elif name == "checkpoints" and isinstance(value, list):
+            value = [_relative_to(run, item) if isinstance(item, str) and item else item for item in value]
         options[name] = value
     return options
 
@@ -138,8 +142,7 @@ def _as_list(name: str, value: Any, convert) -> tuple | None:
 
 
 BOOLEAN_OPTIONS = ("no_pdf", "quiet", "trust_checkpoints", "redact")
-STRING_OPTIONS = ("checkpoints", "model", "data", "forward", "predictions", "title", "train_log", "out", "device",
-                  "outputs")
+STRING_OPTIONS = ("model", "data", "forward", "predictions", "title", "train_log", "out", "device", "outputs", "weights")
 
 
 def _dashed(name: str) -> str:
@@ -154,6 +157,16 @@ def _integer(name: str, value: Any) -> int:
         return int(value)
     except ValueError as exc:
         raise ConfigError(f"option '{_dashed(name)}': expected an integer, got {value!r}") from exc
+
+
+def _checkpoint_locations(value: Any) -> tuple[str, ...] | None:
+    """--checkpoints: one folder, file or glob, or several (given one after another, or a TOML list)."""
+    if value in (None, "", [], ()):
+        return None
+    items = [value] if isinstance(value, (str, Path)) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, (str, Path)) and str(item) for item in items):
+        raise ConfigError(f"option 'checkpoints': expected a folder, file or glob, or a list of them, got {value!r}")
+    return tuple(str(item) for item in items)
 
 
 def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str, Any]) -> ReportConfig:
@@ -181,6 +194,9 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
     for name in STRING_OPTIONS:
         if merged.get(name) is not None and not isinstance(merged[name], (str, Path)):
             raise ConfigError(f"option '{_dashed(name)}': expected a string, got {merged[name]!r}")
+    weights_choice = str(merged.get("weights", "model"))
+    if weights_choice not in WEIGHT_CHOICES:
+        raise ConfigError(f"option 'weights': expected one of {', '.join(WEIGHT_CHOICES)}, got {weights_choice!r}")
     paper = str(merged.get("paper", "a4")).lower()
     if paper not in PAPER_SIZES:
         raise ConfigError(f"option 'paper': expected one of {', '.join(PAPER_SIZES)}, got {paper!r}")
@@ -188,7 +204,7 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
         raise ConfigError(f"option 'batch-size': expected a positive integer, got {batch_size}")
     out = merged.get("out")
     strings = {k: (str(merged[k]) if merged.get(k) not in (None, "") else None)
-               for k in ("checkpoints", "model", "data", "forward", "predictions", "title", "train_log")}
+               for k in ("model", "data", "forward", "predictions", "title", "train_log")}
     return ReportConfig(
         run=run,
         outputs=outputs,
@@ -202,6 +218,8 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
         batch_size=batch_size,
         workers=workers,
         trust_checkpoints=bool(merged.get("trust_checkpoints", False)),
+        weights=weights_choice,
+        checkpoints=_checkpoint_locations(merged.get("checkpoints")),
         redact=bool(merged.get("redact", False)),
         paper=paper,
         diagnosis=tuple(merged.get("diagnosis", ())),

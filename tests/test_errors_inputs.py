@@ -129,9 +129,8 @@ def test_one_bad_checkpoint_is_skipped_not_fatal(tmp_path, capsys):
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 3]
     [skipped] = metrics["skipped"]
     assert skipped["checkpoint"] == "epoch_2.pt"
-    assert skipped["error"].endswith("epoch_2.pt: not a readable checkpoint: the weights-only unpickler stopped "
-                                     "(Unsupported operand 103); the file is corrupt, or its pickle uses more than "
-                                     "tensors and plain containers")
+    assert skipped["error"].endswith("epoch_2.pt: truncated or corrupt checkpoint (ValueError: invalid literal for "
+                                     "int() with base 10: b'arbag')")   # the 'g' of garbage is pickle's GET opcode
 
 
 def test_all_checkpoints_failing_alike_give_one_message(tmp_path, capsys):

@@ -18,7 +18,9 @@ from _fixtures_inputs import (N_IN, SPEC_SOURCE, Net, assert_close, losses, make
                               report, trained_models, validation_tensors)
 from postmortem.config import build_config
 from postmortem.evaluate.runner import evaluate_run
-from postmortem.load.checkpoints import CheckpointFile, fit_state_dict, read_checkpoint
+from postmortem.load.checkpoint_reader import read_checkpoint
+from postmortem.load.discovery import CheckpointFile
+from postmortem.load.state_dict_fit import fit_state_dict
 
 HAS_LIGHTNING = importlib.util.find_spec("pytorch_lightning") is not None
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None

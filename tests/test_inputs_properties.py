@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from postmortem.config import OPTION_NAMES, build_config, read_config_file
 from postmortem.errors import ConfigError
 from postmortem.evaluate.records import OutputsAccumulator
-from postmortem.load.checkpoints import CheckpointFile, choose_order_key, last_integer, order_checkpoints
+from postmortem.load.discovery import CheckpointFile, choose_order_key, last_integer, order_checkpoints
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -63,3 +63,16 @@ def test_predictions_mode_imports_neither_torch_nor_pandas(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={"PYTHONPATH": str(PACKAGE.parent), "PATH": "/usr/bin:/bin"})
     assert result.stdout.split() == ["0", "False", "False"], result.stderr[-2000:]
+
+
+# What each loading module does (issue 11 split them by job); evaluate/ only evaluates.
+LOAD_MODULES = {"discovery", "torch_files", "inert_pickle", "checkpoint_contents", "checkpoint_reader",
+                "state_dict_fit", "auto_model", "predictions", "data", "spec", "train_log"}
+
+
+def test_loading_lives_in_load_and_evaluate_only_evaluates():
+    assert {p.stem for p in (PACKAGE / "load").glob("*.py")} - {"__init__"} == LOAD_MODULES
+    for path in (PACKAGE / "evaluate").glob("*.py"):
+        source = path.read_text()
+        for loading_call in ("torch.load(", "safe_open(", "pickle.", "glob.glob(", "read_train_log(", "ast.parse("):
+            assert loading_call not in source, f"evaluate/{path.name} calls {loading_call}"

@@ -6,7 +6,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import CheckpointError, DataError
-from ..load.checkpoints import CheckpointFile, LoadedCheckpoint, fit_state_dict
+from ..load.auto_model import build_described_model
+from ..load.checkpoint_reader import LoadedCheckpoint
+from ..load.discovery import CheckpointFile
+from ..load.state_dict_fit import fit_state_dict
 from ..load.data import batch_fields
 from ..load.spec import UserCallable, call_user_code
 from .records import OutputsAccumulator, counted_rows, detect_output_kind
@@ -29,15 +32,14 @@ def to_device(value: Any, device: str) -> Any:
 
 def prepare_model(loaded: LoadedCheckpoint, checkpoint: CheckpointFile,
                   build_model: UserCallable | None, device: str) -> Any:
-    """An eval-mode module holding the checkpoint's weights: TorchScript as is, else build_model() + strict load."""
+    """An eval-mode module holding the checkpoint's weights: TorchScript as is, else the model from
+    build_model() (--model / postmortem_spec.py) or, without one, the model the checkpoint describes
+    (Hugging Face config.json, timm arch), then a strict load."""
     import torch
 
     if loaded.scripted is not None:
         return loaded.scripted.to(device).eval()
-    if build_model is None:
-        raise CheckpointError(f"{checkpoint.path}: holds a state_dict, so postmortem needs the model: pass "
-                              "--model FILE.py:FUNC or define build_model() in postmortem_spec.py")
-    model = build_model()
+    model = build_model() if build_model is not None else build_described_model(checkpoint, loaded)
     if not isinstance(model, torch.nn.Module):
         raise CheckpointError(f"{build_model.reference}: returned a {type(model).__name__}, not a torch.nn.Module")
     state = fit_state_dict(loaded.state_dict, model.state_dict(), checkpoint.weights)

@@ -15,16 +15,17 @@ import numpy as np
 
 from ..config import ReportConfig
 from ..errors import ConfigError, DataError, InputError, NonFiniteOutputsError, UserCodeError
-from ..load.checkpoints import (ORDER_KEYS, CheckpointFile, choose_order_key, discover_checkpoints, file_sha256,
-                                last_integer, order_checkpoints)
+from ..load.discovery import (ORDER_KEYS, CheckpointFile, choose_order_key, discover_checkpoints, file_sha256,
+                              last_integer, order_checkpoints)
+from ..load.train_log import FoundTrainLog, find_train_log
 from . import distributed
 from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache
 from .records import EpochRecords, HostOutputs, ItemTable, OutputsAccumulator, counted_rows, detect_output_kind
 
-__all__ = ["EvaluatedEpoch", "Skipped", "NonFiniteEpoch", "Evaluation", "evaluate_run"]
+__all__ = ["EvaluatedEpoch", "Skipped", "NonFiniteEpoch", "WeightsUsed", "Evaluation", "evaluate_run"]
 
 TWO_REDUCERS_MAX_BYTES = 64 * 1024 * 1024
-PREDICTION_SUFFIXES = (".npz", ".pt")
+AVAILABLE_WEIGHTS_KEY = "available_weights"   # per-checkpoint metadata: the kinds of weights the file holds
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,33 @@ class NonFiniteEpoch:
 
 
 @dataclass(frozen=True)
+class WeightsUsed:
+    """Which weights were evaluated (--weights: 'model' or 'ema') and how many of the evaluated checkpoints
+    also hold the other kind (timm's state_dict_ema, Lightning's EMA callbacks, torchvision's model_ema)."""
+
+    used: str
+    other: str
+    n_with_other: int
+    n_checkpoints: int
+
+    @property
+    def note(self) -> str | None:
+        """The sentence for the report's notes, when the other kind exists."""
+        if not self.n_with_other:
+            return None
+        names = {"model": "the model's own weights", "ema": "EMA weights"}
+        held = "all" if self.n_with_other == self.n_checkpoints else f"{self.n_with_other} of"
+        return (f"weights evaluated: {names[self.used]} (--weights {self.used}); {held} {self.n_checkpoints} "
+                f"checkpoints also hold {names[self.other]}: --weights {self.other} evaluates those")
+
+
+def _weights_used(chosen: str, metadata: list[dict[str, Any]]) -> WeightsUsed:
+    other = "ema" if chosen == "model" else "model"
+    n_with_other = sum(other in meta.get(AVAILABLE_WEIGHTS_KEY, ()) for meta in metadata)
+    return WeightsUsed(chosen, other, n_with_other, len(metadata))
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Everything the analyses need: the items, the epochs in training order, and what was skipped."""
 
@@ -78,6 +106,7 @@ class Evaluation:
     train_log: Any = None                       # pandas DataFrame from load.train_log.read_train_log, or None
     train_log_source: str | None = None         # the file it was read from
     batch_counts: tuple[int, ...] = ()          # counted items per validation batch, in order
+    weights: WeightsUsed | None = None          # model mode: which weights were evaluated, and whether others exist
 
 
 def _progress(total: int, quiet: bool):
@@ -101,38 +130,18 @@ def evaluate_run(config: ReportConfig) -> Evaluation | None:
     """
     from threadpoolctl import threadpool_limits
 
-    train_log, train_log_source = _explicit_train_log(config)
+    explicit_log = find_train_log(config.train_log) if config.train_log else None   # fails before evaluating
     # numpy's work here is element-wise; a multi-threaded OpenBLAS pool only spins against torch's threads
     # (measured: evaluation 1.5-2x slower on 2 cores).
     with threadpool_limits(limits=1, user_api="blas"):
         evaluation = _evaluate_predictions(config) if config.predictions else _evaluate_checkpoints(config)
     if evaluation is None:
         return None
-    if train_log is None and evaluation.mode == "model":
-        train_log, train_log_source, note = _trainer_state_log(evaluation)
-        if note:
-            evaluation.notes.append(note)
-    return dataclasses.replace(evaluation, train_log=train_log, train_log_source=train_log_source)
-
-
-def _explicit_train_log(config: ReportConfig):
-    if not config.train_log:
-        return None, None
-    from ..load.train_log import read_train_log
-    return read_train_log(Path(config.train_log)), config.train_log
-
-
-def _trainer_state_log(evaluation: Evaluation):
-    """The loss history a Hugging Face Trainer logged in the newest checkpoint folder's trainer_state.json."""
-    for epoch in reversed(evaluation.epochs):
-        state_file = Path(epoch.path) / "trainer_state.json"
-        if state_file.is_file():
-            from ..load.train_log import read_train_log
-            try:
-                return read_train_log(state_file), str(state_file), None
-            except InputError as exc:
-                return None, None, f"training log not shown: {exc}"
-    return None, None, None
+    found = explicit_log or (find_train_log(None, [e.path for e in evaluation.epochs])
+                             if evaluation.mode == "model" else FoundTrainLog())
+    if found.note:
+        evaluation.notes.append(found.note)
+    return dataclasses.replace(evaluation, train_log=found.log, train_log_source=found.source)
 
 
 def _provisional_epoch(source: CheckpointFile, metadata: dict[str, Any]) -> tuple[str, int | None]:
@@ -221,12 +230,15 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
     n_classes = epochs[0].records.n_classes
     class_weights = np.ones(n_classes) if config.class_weights is None else np.asarray(config.class_weights, float)
     first_meta = by_name[epochs[0].checkpoint][0].metadata
+    weights = _weights_used(config.weights, [by_name[e.checkpoint][0].metadata for e in epochs]) \
+        if mode == "model" else None
     return Evaluation(items=items, epochs=epochs, skipped=skipped, n_classes=n_classes,
                       item_weights=class_weights[items.labels], class_weights=class_weights,
                       data_source=data_source, data_fingerprint=data_fingerprint, mode=mode,
-                      notes=list(cache.problems),
+                      notes=list(cache.problems) + ([weights.note] if weights and weights.note else []),
                       order_key=choose_order_key([by_name[e.checkpoint][0].metadata for e in epochs]),
-                      nonfinite=nonfinite, batch_counts=tuple(int(n) for n in first_meta.get("batch_counts", ())))
+                      nonfinite=nonfinite, batch_counts=tuple(int(n) for n in first_meta.get("batch_counts", ())),
+                      weights=weights)
 
 
 def _evaluate_one(source: CheckpointFile, sha: str, cache: EvaluationCache,
@@ -343,16 +355,16 @@ def _check_class_count(config: ReportConfig, n_classes: int, where: str) -> None
 
 # ----------------------------------------------------------------------------- model mode
 def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
-    from ..load.checkpoints import read_checkpoint
+    from ..load.checkpoint_reader import read_checkpoint
     from ..load.data import load_validation_data
-    from ..load.spec import DEFAULT_SPEC_FILE, resolve_callable
+    from ..load.spec import DEFAULT_SPEC_FILE, spec_callable
     from .device_reduce import DeviceOutputs, reduces_on_device
     from .model_runner import prepare_model, run_checkpoint, to_device
 
     _check_device(config.device)
     spec_file = config.run / DEFAULT_SPEC_FILE
-    build_model = _spec_callable(config.model, spec_file, "build_model", "model", resolve_callable)
-    forward = _spec_callable(config.forward, spec_file, "forward", "forward", resolve_callable)
+    build_model = spec_callable(config.model, spec_file, "build_model", "model")
+    forward = spec_callable(config.forward, spec_file, "forward", "forward")
     data = load_validation_data(config.data, config.run, spec_file, config.batch_size, trust=config.trust_checkpoints,
                                 workers=config.workers)
     exclude = [config.out_dir] + ([Path(config.data)] if config.data and Path(config.data).is_file() else [])
@@ -360,17 +372,18 @@ def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
     batches = to_device(data.batches, config.device) if config.device != "cpu" else data.batches
     settings = _settings_key(data=data.fingerprint, outputs=config.outputs, ignore_index=config.ignore_index,
                              weights=config.class_weights, model=getattr(build_model, "source_sha256", None),
-                             forward=getattr(forward, "source_sha256", None))
+                             forward=getattr(forward, "source_sha256", None), checkpoint_weights=config.weights)
 
     on_device = reduces_on_device(config.device)   # a GPU reduces its own outputs; only the records come back
 
     def compute(source: CheckpointFile) -> Callable[[], CachedEpoch]:
-        loaded = read_checkpoint(source, trust=config.trust_checkpoints, map_location=config.device)
+        loaded = read_checkpoint(source, weights=config.weights, trust=config.trust_checkpoints,
+                                 map_location=config.device)
         model = prepare_model(loaded, source, build_model, config.device)
         accumulator = OutputsAccumulator(config.class_weights, config.ignore_index, data.source,
                                          store=DeviceOutputs() if on_device else HostOutputs())
         kind = run_checkpoint(model, batches, forward, config.outputs, accumulator, on_device)
-        metadata = loaded.metadata
+        metadata = {**loaded.metadata, AVAILABLE_WEIGHTS_KEY: list(loaded.available)}
         del model, loaded   # the weights go now: the reduction only needs the outputs
         return _reduction(config, source, accumulator, metadata, kind)
 
@@ -393,78 +406,17 @@ def _check_device(device: str) -> None:
                           "(checkpoints saved on a GPU load on the CPU: leave --device at cpu)")
 
 
-def _spec_callable(reference: str | None, spec_file: Path, default_name: str, what: str, resolve):
-    """--model/--forward, else the function of that name in RUN/postmortem_spec.py when it defines one."""
-    if reference:
-        return resolve(reference, what)
-    if spec_file.is_file():
-        spec = resolve(f"{spec_file}:{default_name}", what) if _defines(spec_file, default_name) else None
-        return spec
-    return None
-
-
-def _defines(spec_file: Path, name: str) -> bool:
-    """Whether a spec file defines a top-level function `name` (read as text: importing runs user code)."""
-    import ast
-
-    try:
-        tree = ast.parse(spec_file.read_text(encoding="utf-8"))
-    except (SyntaxError, UnicodeDecodeError) as exc:
-        raise InputError(f"{spec_file}: not valid Python ({exc})") from exc
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
-            return True
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                return True
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and \
-                any((alias.asname or alias.name.split(".")[0]) == name for alias in node.names):
-            return True
-    return False
-
-
 # ----------------------------------------------------------------------------- predictions mode
-def _read_prediction_file(path: Path, trust: bool = False) -> dict[str, Any]:
-    """A predictions file: 'outputs' (N, C) or (N, T, C), 'labels', optional 'mask', 'ids', 'groups', 'epoch'."""
-    if path.suffix == ".npz":
-        from ..load.data import read_npz
-        content = read_npz(path, ".npz predictions file")
-    else:
-        from ..load.checkpoints import load_torch_file
-        raw = load_torch_file(path, trust=trust, what="predictions file")
-        if not isinstance(raw, dict):
-            raise DataError(f"{path}: expected a dict with 'outputs' and 'labels', got {type(raw).__name__}")
-        content = {k: _tensor_as_array(v) for k, v in raw.items()}
-    missing = [key for key in ("outputs", "labels") if key not in content]
-    if missing:
-        raise DataError(f"{path}: missing {', '.join(repr(k) for k in missing)} (found {sorted(content)})")
-    return content
-
-
-def _tensor_as_array(value: Any) -> Any:
-    """A tensor as a numpy array (bfloat16, which numpy lacks, as float32: exact); anything else as it is."""
-    if not hasattr(value, "numpy"):
-        return value
-    import torch
-
-    tensor = value.detach().cpu()
-    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
-
-
 def _evaluate_predictions(config: ReportConfig) -> Evaluation:
+    from ..load.predictions import discover_prediction_files, read_prediction_file
+
     root = Path(config.predictions)
-    if not root.is_dir():
-        raise InputError(f"{root}: predictions directory not found")
-    sources = [CheckpointFile(p, p) for p in sorted(root.iterdir())
-               if p.is_file() and p.suffix in PREDICTION_SUFFIXES]
-    if not sources:
-        raise InputError(f"{root}: no predictions files (*.npz, *.pt) found")
+    sources = discover_prediction_files(root)
     settings = _settings_key(mode="predictions", outputs=config.outputs, ignore_index=config.ignore_index,
                              weights=config.class_weights)
 
     def compute(source: CheckpointFile) -> Callable[[], CachedEpoch]:
-        content = _read_prediction_file(source.path, config.trust_checkpoints)
+        content = read_prediction_file(source.path, config.trust_checkpoints)
         outputs = np.asarray(content["outputs"])
         if outputs.ndim < 2:
             raise DataError(f"{source.path}: 'outputs' of shape {outputs.shape}; expected (N, C) or (N, T, C)")

@@ -91,14 +91,14 @@ def _batches_from_mapping(content: dict, path: Path, batch_size: int) -> list[di
 
 
 def _read_data_file(path: Path, batch_size: int, trust: bool = False) -> list[Any]:
-    from .checkpoints import load_torch_file
+    from .torch_files import load_torch_data
 
     if not path.is_file():
         raise InputError(f"{path}: validation data file not found")
     if path.suffix == ".npz":
         return _batches_from_mapping(read_npz(path, ".npz file"), path, batch_size)
     try:
-        content = load_torch_file(path, trust=trust, what=".pt data file")
+        content = load_torch_data(path, trust=trust, what=".pt data file")
     except UnsafeCheckpointError:
         raise
     except CheckpointError as exc:
@@ -148,7 +148,8 @@ def load_validation_data(reference: str | None, run: Path, spec_file: Path, batc
                          trust: bool = False, workers: int = 0) -> ValidationData:
     """Read --data (a .pt/.npz file or FILE.py:FUNC), default RUN/postmortem_spec.py:val_data.
 
-    A .pt file is read with torch.load(weights_only=True) unless `trust` (--trust-checkpoints). A Dataset
+    A .pt file is read without running code (torch_files: weights-only, else inert placeholders); with its
+    code only when that refuses it and `trust` (--trust-checkpoints). A Dataset
     is batched by a DataLoader with `workers` processes (--workers), read once for every checkpoint.
     """
     if reference is None:

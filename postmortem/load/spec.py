@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError, UserCodeError
+from ..errors import ConfigError, InputError, UserCodeError
 
-__all__ = ["UserCallable", "resolve_callable", "call_user_code", "DEFAULT_SPEC_FILE"]
+__all__ = ["UserCallable", "resolve_callable", "call_user_code", "spec_callable", "defines", "DEFAULT_SPEC_FILE"]
 
 DEFAULT_SPEC_FILE = "postmortem_spec.py"
 
@@ -135,3 +135,33 @@ def call_user_code(reference: str, function: Callable[..., Any], *args: Any) -> 
             return function(*args)
     except (Exception, SystemExit) as exc:
         raise UserCodeError(f"{reference}: raised {_describe(exc)}{_user_traceback(exc)}") from exc
+
+
+def spec_callable(reference: str | None, spec_file: Path, default_name: str, what: str) -> UserCallable | None:
+    """--model/--forward, else the function of that name in RUN/postmortem_spec.py when it defines one."""
+    if reference:
+        return resolve_callable(reference, what)
+    if spec_file.is_file() and defines(spec_file, default_name):
+        return resolve_callable(f"{spec_file}:{default_name}", what)
+    return None
+
+
+def defines(spec_file: Path, name: str) -> bool:
+    """Whether a spec file defines a top-level function `name` (read as text: importing runs user code)."""
+    import ast
+
+    try:
+        tree = ast.parse(spec_file.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError) as exc:
+        raise InputError(f"{spec_file}: not valid Python ({exc})") from exc
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and \
+                any((alias.asname or alias.name.split(".")[0]) == name for alias in node.names):
+            return True
+    return False

@@ -25,15 +25,16 @@ import csv
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["read_train_log", "per_epoch", "VAL_LOSS_NAMES", "TRAIN_LOSS_NAMES"]
+__all__ = ["read_train_log", "per_epoch", "FoundTrainLog", "find_train_log", "VAL_LOSS_NAMES", "TRAIN_LOSS_NAMES"]
 
 # Recognised names, after lower-casing and turning '/', '-', ' ' and '.' into '_', by preference.
 VAL_LOSS_NAMES = ("val_loss", "val_loss_epoch", "valid_loss", "validation_loss", "eval_loss", "loss_val",
@@ -53,6 +54,31 @@ def _pick(columns: dict[str, str], names: tuple[str, ...]) -> str | None:
         if name in columns:
             return columns[name]
     return None
+
+
+@dataclass(frozen=True)
+class FoundTrainLog:
+    """The training log to show: the frame (None when there is none), its file, and a note when one was
+    found but could not be read (an automatically found log never stops the report)."""
+
+    log: "pd.DataFrame | None" = None
+    source: str | None = None
+    note: str | None = None
+
+
+def find_train_log(explicit: str | None, checkpoint_paths: Sequence[str] = ()) -> FoundTrainLog:
+    """--train-log when given (an unreadable one is an InputError); else the loss history a Hugging Face
+    Trainer logged in the newest checkpoint folder's trainer_state.json (`checkpoint_paths` in training order)."""
+    if explicit:
+        return FoundTrainLog(read_train_log(Path(explicit)), explicit)
+    for path in reversed(checkpoint_paths):
+        state_file = Path(path) / "trainer_state.json"
+        if state_file.is_file():
+            try:
+                return FoundTrainLog(read_train_log(state_file), str(state_file))
+            except InputError as exc:
+                return FoundTrainLog(note=f"training log not shown: {exc}")
+    return FoundTrainLog()
 
 
 def read_train_log(path: Path) -> "pd.DataFrame":
