@@ -78,12 +78,21 @@ def _provenance(config: ReportConfig, evaluation, argv: list[str] | None) -> lis
     rows += [("mode", evaluation.mode), ("validation data", evaluation.data_source),
              ("data fingerprint (sha256)", evaluation.data_fingerprint[:16] or "—"),
              ("outputs assumed", ", ".join(sorted({e.output_kind for e in evaluation.epochs}))),
+             *([("weights evaluated", _weights_row(evaluation.weights))] if evaluation.weights is not None else []),
              ("class weights", ", ".join(f"{w:g}" for w in evaluation.class_weights)),
              ("ignore_index", str(config.ignore_index)),
              ("counted items", f"{len(evaluation.items)} (mask != 0 and label != ignore_index)"),
              ("evaluated / from cache", f"{sum(not e.from_cache for e in evaluation.epochs)} / "
                                         f"{sum(e.from_cache for e in evaluation.epochs)}")]
     return rows
+
+
+def _weights_row(weights) -> str:
+    """Which weights were evaluated, and where the other kind (model or EMA) exists too."""
+    names = {"model": "the model's own", "ema": "EMA"}
+    other = (f"; {names[weights.other]} weights also in {weights.n_with_other} of {weights.n_checkpoints} checkpoints "
+             f"(--weights {weights.other})" if weights.n_with_other else "")
+    return f"{names[weights.used]} (--weights {weights.used}){other}"
 
 
 def _write_atomically(files: dict[str, bytes], out_dir: Path) -> list[Path]:

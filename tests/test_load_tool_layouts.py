@@ -56,14 +56,13 @@ def metrics_json(run: Path, out: Path, **options) -> dict:
     """metrics.json as write_report builds it (evaluate, analyze, diagnose, metrics_document), without drawing
     the figures and HTML that the comparison does not need."""
     from postmortem.analyze.run import analyze_run
-    from postmortem.diagnose import DiagnosisConfig, diagnose, finding_to_json
+    from postmortem.diagnose import diagnose
     from postmortem.render.metrics_json import metrics_document
 
     evaluation = evaluate_run(build_config(run, {}, {"data": str(run / "val.pt"), "quiet": True, "out": str(out),
                                                      **options}))
     analysis = analyze_run(evaluation, tuple(str(i) for i in range(evaluation.n_classes)))
-    findings = diagnose(analysis, DiagnosisConfig(), None)
-    return json.loads(json.dumps(metrics_document(analysis, [finding_to_json(f) for f in findings], evaluation.skipped)))
+    return json.loads(json.dumps(metrics_document(analysis, diagnose(analysis), evaluation.skipped)))
 
 
 def assert_same_metrics(run: Path, twin: Path, capsys, *args: str, end_to_end: bool = False) -> dict:
@@ -130,6 +129,12 @@ def test_timm_ema_weights(timm_run, capsys, tmp_path):
     assert (evaluation.weights.used, evaluation.weights.n_with_other, evaluation.weights.n_checkpoints) == ("model", 3, 3)
     assert ("weights evaluated: the model's own weights (--weights model); all 3 checkpoints also hold EMA weights: "
             "--weights ema evaluates those") in evaluation.notes
+    # the report's provenance says which weights were evaluated and that the other kind exists
+    code, err, _ = report(run, "--data", str(run / "val.pt"), out=tmp_path / "html", capsys=capsys)
+    assert code == 0, err
+    page = " ".join((tmp_path / "html" / "report.html").read_text().split())
+    assert ("<td>weights evaluated</td><td class=\"mono\" style=\"text-align:left\">the model&#39;s own (--weights model); EMA weights also in 3 of "
+            "3 checkpoints (--weights ema)</td>") in page
 
 
 def test_an_explicit_glob_is_taken_as_given(timm_run, capsys, tmp_path):
