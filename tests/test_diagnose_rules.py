@@ -178,8 +178,10 @@ def test_unresolved_claims_no_mechanism_and_says_how_many_items_would_resolve_it
     assert v.status is Status.UNRESOLVED and v.primary_cause is None and v.contributing_causes == ()
     assert _ids(diagnosis) == ["noise"]
     assert "not resolved with n = 140 items" in v.sentences.what_happened
-    needed = c.units_to_resolve
-    assert needed > 140 and f"roughly {needed} items" in v.sentences.what_happened
+    change = c.ledger.loss_change
+    needed = int(np.ceil(140 * ((change.estimate - change.low) / change.estimate) ** 2))
+    assert needed > 140 and f"roughly {needed} items would resolve" in v.sentences.what_happened
+    assert _finding(diagnosis, FindingKind.NOISE).evidence["items_to_resolve"] == needed
     assert "any of the candidate checkpoints" not in json.dumps(verdict_to_json(v)).lower()
 
 

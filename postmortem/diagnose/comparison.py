@@ -45,13 +45,25 @@ class Comparison:
         return (self.loss_to - self.loss_from) / self.loss_from if self.loss_from > 0 else 0.0
 
     @property
-    def units_to_resolve(self) -> int | None:
-        """Roughly how many units (items or groups) would put a rise this size beyond noise: the interval's lower
-        half-width shrinks as 1/sqrt(n), so n' = n ((estimate - low) / estimate)^2. None when nothing rose."""
+    def scale_to_resolve(self) -> float | None:
+        """How many times more units (items or groups) would put a rise this size beyond noise: the interval's
+        lower half-width shrinks as 1/sqrt(n), so n' / n = ((estimate - low) / estimate)^2. None when nothing rose."""
         change = self.ledger.loss_change
         if not change.estimate > 0 or not math.isfinite(change.low):
             return None
-        return math.ceil(self.ledger.totals.n_units * ((change.estimate - change.low) / change.estimate) ** 2)
+        return ((change.estimate - change.low) / change.estimate) ** 2
+
+    def resolution_text(self, n_items: int) -> str:
+        """'not resolved with n = 140 items (in 28 groups); roughly 320 items (64 groups) would resolve ...'."""
+        totals = self.ledger.totals
+        grouped = totals.resampled_unit == "groups"
+        text = f"not resolved with n = {n_items} items" + (f" (in {totals.n_units} groups)" if grouped else "")
+        scale = self.scale_to_resolve
+        if scale is None:
+            return text
+        return (text + f"; roughly {math.ceil(n_items * scale)} items"
+                + (f" ({math.ceil(totals.n_units * scale)} groups)" if grouped else "")
+                + " would resolve a change this size")
 
 
 def _status(from_index: int, to_index: int, ledger: AttributionLedger) -> Status:

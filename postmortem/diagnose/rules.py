@@ -473,22 +473,23 @@ def noise(case: Case) -> Finding | None:
     totals = ledger.totals
     intervals = {"loss_change": ledger.loss_change, "accuracy_change": ledger.accuracy_change,
                  "macro_f1_change": ledger.macro_f1_change}
-    needed = c.units_to_resolve
+    n_items = len(case.analysis.labels)
+    scale = c.scale_to_resolve
     return Finding(
         id=FindingKind.NOISE.value,
         severity=Severity.MEDIUM,
         score=0.0,
-        title=f"The rise is within noise: not resolved with n = {totals.n_units} {totals.resampled_unit}",
+        title=f"The rise is within noise: not resolved with n = {n_items} items",
         summary=(f"From epoch {c.from_epoch} to {c.to_epoch}, the loss change's {totals.confidence_level:.0%} "
                  f"bootstrap interval ({totals.n_resamples} resamples of {totals.n_units} {totals.resampled_unit}) "
                  f"contains zero: "
                  + "; ".join(f"{name.replace('_', ' ')} {i.estimate:+.4f} [{i.low:+.4f}, {i.high:+.4f}]"
                              for name, i in intervals.items())
-                 + "." + (f" Roughly {needed} {totals.resampled_unit} would resolve a rise this size." if needed else "")),
+                 + f"; {c.resolution_text(n_items)}."),
         evidence={**_interval_evidence("loss_change", ledger.loss_change),
                   **_interval_evidence("accuracy_change", ledger.accuracy_change),
                   **_interval_evidence("macro_f1_change", ledger.macro_f1_change),
-                  **({"units_to_resolve": float(needed)} if needed else {})},
+                  **({"items_to_resolve": float(np.ceil(n_items * scale))} if scale else {})},
         thresholds={"loss_change_ci_low": 0.0},
         next_steps=("Don't act on this difference: enlarge the validation set or compare several seeds, then look "
                     "again.",),

@@ -82,10 +82,7 @@ def _what_happened(analysis: RunAnalysis, c: Comparison) -> str:
             f"[{accuracy.low:+.2%}, {accuracy.high:+.2%}]), macro F1 {first.macro_f1_score:.3f} → "
             f"{last.macro_f1_score:.3f} (CI [{f1.low:+.3f}, {f1.high:+.3f}]).")
     if c.status is Status.UNRESOLVED:
-        needed = c.units_to_resolve
-        unit = "groups" if totals.resampled_unit == "groups" else "items"
-        head += (f" The rise is not resolved with n = {totals.n_units} {unit}: its interval includes 0"
-                 + (f"; roughly {needed} {unit} would resolve a change this size." if needed else "."))
+        head += f" The rise's interval includes 0: {c.resolution_text(len(analysis.labels))}."
     elif c.status is Status.NO_RISE:
         head += " The loss did not rise between these epochs."
     return head
@@ -192,11 +189,9 @@ def _step(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, ids: tuple[s
 
 def _what_to_try(ranked: list[CauseAssessment], analysis: RunAnalysis, c: Comparison, ids: tuple[str, ...]) -> str:
     if c.status is Status.UNRESOLVED:
-        needed = c.units_to_resolve
-        unit = "groups" if c.ledger.totals.resampled_unit == "groups" else "items"
-        return ("Don't act on this difference yet: enlarge the validation set"
-                + (f" (roughly {needed} {unit})" if needed else "") + " or compare several seeds, then look again; "
-                f"meanwhile keep the checkpoint with the lowest validation loss ({_pick(analysis, 'lowest loss')}).")
+        return ("Don't act on this difference yet: enlarge the validation set (see above how much) or compare "
+                "several seeds, then look again; meanwhile keep the checkpoint with the lowest validation loss "
+                f"({_pick(analysis, 'lowest loss')}).")
     if c.status is Status.NO_RISE and not ranked:
         return f"Nothing to fix here: keep the checkpoint with the lowest validation loss ({_pick(analysis, 'lowest loss')})."
     return " ".join(_step(a, analysis, c, ids) for a in ranked[:MAX_STEPS])
