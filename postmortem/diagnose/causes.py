@@ -52,10 +52,12 @@ class Cause(str, enum.Enum):
     """The logged validation loss is not the loss of these checkpoints on this data."""
 
 
-# Causes that lead whenever they count, in this order, whatever their share: when the flagged items carry
-# most of the rise and the rest improve, the labels are the story; when only the weighted loss rose, the
-# weights are.
-LEADING_CAUSES = (Cause.VALIDATION_LABELS, Cause.CLASS_WEIGHTS)
+# Causes that lead when they count and their `leads` condition holds, in this order (a tie within the last
+# tier goes to the larger share): wrong validation labels carrying most of the rise while the rest did not rise;
+# class weights when the unweighted loss did not rise; a learned confusion or a collapsed class carrying most of
+# the rise. These say where the rise comes from and why; calibration and genuine degradation say how the loss
+# moved on those same items, so they lead only when nothing more specific carries most of it.
+LEADING_CAUSES = (Cause.VALIDATION_LABELS, Cause.CLASS_WEIGHTS, (Cause.LEARNED_CONFUSION, Cause.CLASS_COLLAPSE))
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,8 @@ def _learned_confusion(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
     pairs = tuple((k.true_class, k.predicted_class) for k in learned)
     _, share = ledger.pairs_part(pairs)
     classes = tuple(dict.fromkeys(k for pair in pairs for k in pair))
-    return CauseAssessment(Cause.LEARNED_CONFUSION, rise, share, facts, classes=classes, pairs=pairs)
+    return CauseAssessment(Cause.LEARNED_CONFUSION, rise, share, facts, classes=classes, pairs=pairs,
+                           leads=share.estimate >= config.min_leading_share)
 
 
 def _class_collapse(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfig, rise: bool,
@@ -191,7 +194,7 @@ def _class_collapse(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfi
     facts += (f"; accuracy change {ledger.accuracy_change.estimate:+.2%} ({_ci(ledger.accuracy_change, '+.2%')}); "
               f"the class{'es' if len(fallen) > 1 else ''}' items carry {_share_text(share)}")
     return CauseAssessment(Cause.CLASS_COLLAPSE, rise and accuracy_held and share.above_zero, share, facts,
-                           classes=tuple(fallen))
+                           classes=tuple(fallen), leads=share.estimate >= config.min_leading_share)
 
 
 def label_error_pairs(c: Comparison, config: DiagnosisConfig,
@@ -223,7 +226,7 @@ def _validation_labels(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
     names = analysis.classes
     # Claimed only when the labels are the story: otherwise the candidates are items to audit, worded neutrally
     # (an excess of confident errors also follows from a prior shift, e.g. a class up-weighted in training).
-    counted = (rise and n > 0 and flagged.share.above_zero and flagged.share.estimate >= config.min_label_share
+    counted = (rise and n > 0 and flagged.share.above_zero and flagged.share.estimate >= config.min_leading_share
                and not flagged.rest_change.above_zero)
     facts = (f"confident wrong predictions beyond what calibrated probabilities expect: "
              + (", ".join(f"predicted {names[k]} {misses[k].observed:.0f} observed against {misses[k].expected:.1f} "
@@ -235,7 +238,7 @@ def _validation_labels(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
              + f" (detected at {config.min_miss_ratio:.1f}× beyond noise in one class, then every class above its "
              f"expectation); {n} label-error candidates predicted as "
              f"{'those classes' if excess else 'such a class'} carry {_share_text(flagged.share)} (threshold "
-             f"{config.min_label_share:.0%}); the other items' loss changed {flagged.rest_change.estimate:+.4f} "
+             f"{config.min_leading_share:.0%}); the other items' loss changed {flagged.rest_change.estimate:+.4f} "
              f"({_ci(flagged.rest_change)}; must not rise)")
     # The classes named are those whose items carry the wrong labels: the predicted classes with an excess.
     return CauseAssessment(Cause.VALIDATION_LABELS, counted, flagged.share, facts, classes=excess,

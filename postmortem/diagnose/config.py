@@ -24,7 +24,8 @@ class DiagnosisConfig:
     min_confusion_share: float = 0.2         # the share of the rise those items must carry (learned confusion)
     min_collapse_explained: float = 0.5      # share of a class's recall fall one confusion must explain to take it
     min_miss_ratio: float = 2.0              # confident wrong predictions of a class / what calibration expects
-    min_label_share: float = 0.5             # "most of the rise": share the label-error candidates must carry
+    min_leading_share: float = 0.5           # "most of the rise": a cause naming items or classes that carries it
+                                             # leads (label errors must, to count at all)
     candidate_window: int = 3                # candidates are wrong, with the same prediction, in this many last epochs
     candidate_min_confidence: float = 0.5    # and at least this confident (scaled) in that prediction
     # findings and mechanisms

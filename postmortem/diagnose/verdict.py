@@ -49,7 +49,10 @@ def _rank(assessments: tuple[CauseAssessment, ...]) -> list[CauseAssessment]:
     """Counted causes, the primary first: a leading cause in LEADING_CAUSES order, else the largest share
     whose interval excludes 0; then the others by share (causes with no share last)."""
     counted = [a for a in assessments if a.counted]
-    leaders = [a for cause in LEADING_CAUSES for a in counted if a.cause is cause and a.leads]
+    leaders = []
+    for tier in LEADING_CAUSES:
+        causes = tier if isinstance(tier, tuple) else (tier,)
+        leaders += sorted((a for a in counted if a.cause in causes and a.leads), key=lambda a: -a.share.estimate)
     with_share = sorted((a for a in counted if a.share is not None and a not in leaders),
                         key=lambda a: -a.share.estimate)
     primary = leaders[:1] or [a for a in with_share if a.share.above_zero][:1]
