@@ -69,16 +69,19 @@ def collapsing_class():
                                          make_records(labels, after, nll_after)]))
 
 
-def learned_pair(scaled_fraction: float = 1.0):
+def learned_pair(scaled_fraction: float = 1.0, others_rise: float = 0.0):
     """A third of class 0's items move to class 1 (the others stay right): one confusion grows and carries the rise.
-    `scaled_fraction` of their new loss survives temperature scaling (1: none of the rise is calibration)."""
+    `scaled_fraction` of their new loss survives temperature scaling (1: none of the rise is calibration); every
+    other item's loss rises by `others_rise`, all of it removed by scaling."""
     labels = np.arange(600) % 3
     rng = np.random.default_rng(5)
     nll = rng.uniform(0.1, 0.3, 600)
     after, nll_after = labels.copy(), nll.copy()
     moved = np.flatnonzero(labels == 0)[:70]
     after[moved], nll_after[moved] = 1, rng.uniform(1.0, 2.0, len(moved))
-    scaled_after = np.where(np.isin(np.arange(600), moved), nll + scaled_fraction * (nll_after - nll), nll_after)
+    is_moved = np.isin(np.arange(600), moved)
+    scaled_after = np.where(is_moved, nll + scaled_fraction * (nll_after - nll), nll_after)
+    nll_after = np.where(is_moved, nll_after, nll_after + others_rise)
     return diagnose(analysis_of(labels, [make_records(labels, labels, nll),
                                          make_records(labels, after, nll_after, scaled_nll=scaled_after)]))
 
@@ -175,9 +178,9 @@ def test_a_learned_confusion_names_both_classes_and_no_label_errors():
 
 
 def test_a_confusion_carrying_most_of_the_rise_leads_over_a_larger_calibration_share():
-    """Where the rise comes from (one learned confusion, most of it) leads over how the loss moved on those items
-    (temperature scaling removes 80% of their rise, a larger share)."""
-    diagnosis = learned_pair(scaled_fraction=0.2)
+    """Where the rise comes from (one learned confusion, most of it) leads over how the loss moved (temperature
+    scaling removes 80% of the confusion's rise and all of the rest's: a larger share)."""
+    diagnosis = learned_pair(scaled_fraction=0.2, others_rise=0.05)
     v = diagnosis.verdict
     assert v.cause_shares[Cause.CALIBRATION].estimate > v.cause_shares[Cause.LEARNED_CONFUSION].estimate > 0.5
     assert v.primary_cause is Cause.LEARNED_CONFUSION and Cause.CALIBRATION in v.contributing_causes
