@@ -7,7 +7,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = ["templates_dir", "make_environment", "render_template", "render_html", "json_island", "page_script"]
 
@@ -72,12 +72,14 @@ def page_script() -> tuple[str, str]:
     return script, "'sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
-def make_environment(autoescape: bool = True):
-    """jinja2 environment over templates/: HTML-autoescaped unless asked (markdown escapes its own way)."""
+@functools.lru_cache(maxsize=None)
+def make_environment(autoescape: bool = True, finalize: Callable[[Any], Any] | None = None):
+    """jinja2 environment over templates/: HTML-autoescaped unless asked (markdown escapes its own way, through
+    `finalize`). One per setting and process, so a template is compiled once (the screen and print HTML share it)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     env = Environment(loader=FileSystemLoader(str(templates_dir())), undefined=StrictUndefined,
-                      autoescape=autoescape, trim_blocks=True, lstrip_blocks=True)
+                      autoescape=autoescape, trim_blocks=True, lstrip_blocks=True, finalize=finalize)
     env.filters.update(fmt=_fmt, pct=_pct, signed=_signed, position=_position, json_island=json_island)
     return env
 

@@ -23,6 +23,5 @@ def markdown_escape(value: Any) -> str:
 
 def render_markdown(inputs: RenderInput) -> str:
     """Render report.md.j2; every {{ expression }} passes through markdown_escape."""
-    env = make_environment(autoescape=False)
-    env.finalize = markdown_escape
-    return env.get_template("report.md.j2").render(**summary_context(inputs))
+    return make_environment(autoescape=False, finalize=markdown_escape).get_template("report.md.j2").render(
+        **summary_context(inputs))
