@@ -23,9 +23,12 @@ def median_seconds(function: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def paired_ratio(ours: Callable[[], object], baseline: Callable[[], object], repeats: int) -> tuple[float, float, float]:
-    """(ours, baseline, ratio): medians over alternating runs, so drift affects both alike."""
-    ours(), baseline()
+def paired_ratio(ours: Callable[[], object], baseline: Callable[[], object], repeats: int,
+                 warmup: bool = True) -> tuple[float, float, float]:
+    """(ours, baseline, ratio): medians over alternating runs, so drift affects both alike; one run of each
+    first unless `warmup` is False (workloads of minutes, whose first run is no colder than the others)."""
+    if warmup:
+        ours(), baseline()
     a, b = [], []
     for _ in range(repeats):
         for function, sink in ((ours, a), (baseline, b)):
