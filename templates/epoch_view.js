@@ -63,7 +63,7 @@
   table.appendChild(head);
   labels.forEach((name, r) => {
     const row = node("tr");
-    row.appendChild(node("th", {}, (r + 1) + " " + name));
+    row.appendChild(node("th", {title: name}, (r + 1) + " " + name));
     labels.forEach((_, c) => {
       const td = node("td", r === c ? {class: "diag"} : {});
       cells.push(td);
@@ -90,10 +90,12 @@
     }
   }
 
-  /* Confidence histograms: correct predictions above the line, wrong below, one scale for every epoch. */
+  /* Confidence histograms: correct predictions above the line, wrong below, each on its own scale, the same for
+     every epoch (wrong predictions are often far fewer; their shape is what changes). */
   const hist = byId("ev-hist");
   const bins = D.hist.correct[0].length;
-  const histTop = Math.max(1, largest(D.hist.correct), largest(D.hist.wrong));
+  const correctTop = Math.max(1, largest(D.hist.correct));
+  const wrongTop = Math.max(1, largest(D.hist.wrong));
   const histBars = [];
   const hx = (t) => 56 + 252 * t;
   for (let k = 0; k < bins; k += 1) {
@@ -111,8 +113,8 @@
     let correct = 0;
     let wrong = 0;
     histBars.forEach(([up, down], k) => {
-      const a = 80 * D.hist.correct[i][k] / histTop;
-      const b = 80 * D.hist.wrong[i][k] / histTop;
+      const a = 80 * D.hist.correct[i][k] / correctTop;
+      const b = 80 * D.hist.wrong[i][k] / wrongTop;
       up.setAttribute("y", 100 - a);
       up.setAttribute("height", a);
       down.setAttribute("height", b);
