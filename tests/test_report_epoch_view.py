@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from _chromium import Chromium
+from _prediction_runs import predictions_run
 from postmortem.cli import main
 from postmortem.render.epoch_view import FOLD_ABOVE, MatrixFold
 from postmortem.render.html import json_island
@@ -23,23 +24,12 @@ from postmortem.render.html import json_island
 HOSTILE = ["</script><script>alert(1)</script>", "<!--x", "a\u2028b&c", '"><img src=x onerror=alert(2)>']
 
 
-def _predictions(root: Path, epochs: int, items: int, classes: int, seed: int = 0) -> Path:
-    """Logits that sharpen with the epoch and drift, so every epoch's matrix and histograms differ."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, items)
-    base = rng.normal(size=(items, classes))
-    folder = root / "preds"
-    folder.mkdir(parents=True)
-    for epoch in range(1, epochs + 1):
-        logits = base + rng.normal(scale=0.6, size=base.shape)
-        logits[np.arange(items), labels] += 0.4 * epoch
-        np.savez(folder / f"epoch_{epoch}.npz", outputs=(logits * (0.6 + 0.2 * epoch)).astype(np.float32), labels=labels)
-    return folder
-
-
 def _report(root: Path, epochs: int, items: int, classes: int, *options: str) -> Path:
     out = root / "out"
-    assert main(["report", str(root), "--predictions", str(_predictions(root, epochs, items, classes)), "--out",
+    # logits that sharpen and drift with the epoch, so every epoch's matrix and histograms differ
+    preds = predictions_run(root, epochs, items, classes, noise=0.6, margin=lambda epoch: 0.4 * epoch,
+                            scale=lambda epoch: 0.6 + 0.2 * epoch)
+    assert main(["report", str(root), "--predictions", str(preds), "--out",
                  str(out), "--no-pdf", "--quiet", *options]) == 0
     return out
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _prediction_runs import predictions_run
 from postmortem.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,22 +169,8 @@ def test_letter_paper(tmp_path):
     assert (round(float(box.width)), round(float(box.height))) == (612, 792)
 
 
-def _predictions_run(root: Path, epochs: int, items: int, classes: int) -> Path:
-    """A predictions-only run: per-epoch logits that grow more confident."""
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, classes, items)
-    base = rng.normal(size=(items, classes))
-    preds = root / "preds"
-    preds.mkdir(parents=True)
-    for epoch in range(1, epochs + 1):
-        logits = base + rng.normal(scale=0.3, size=base.shape)
-        logits[np.arange(items), labels] += 1.5
-        np.savez(preds / f"epoch_{epoch}.npz", outputs=(logits * (0.5 + 0.05 * epoch)).astype(np.float32), labels=labels)
-    return preds
-
-
 def test_html_stays_under_5_mb_for_100_epochs_and_50_classes(tmp_path):
-    preds = _predictions_run(tmp_path, epochs=100, items=1500, classes=50)
+    preds = predictions_run(tmp_path, epochs=100, items=1500, classes=50)
     out = tmp_path / "out"
     assert main(["report", str(tmp_path), "--predictions", str(preds), "--out", str(out), "--no-pdf", "--quiet"]) == 0
     size = (out / "report.html").stat().st_size
@@ -204,7 +191,7 @@ def _epoch_data(path: Path) -> dict:
 
 
 def _hostile_run(root: Path) -> Path:
-    preds = _predictions_run(root, epochs=4, items=90, classes=3)
+    preds = predictions_run(root, epochs=4, items=90, classes=3)
     for path in preds.iterdir():
         content = dict(np.load(path))
         content["ids"] = np.array([HOSTILE[i % 3] + f"#{i}" for i in range(90)])
@@ -307,7 +294,7 @@ def test_a_rerender_draws_the_same_figures_and_redraws_when_the_labels_change(tm
 def test_pdf_lists_the_classes_that_carry_the_loss_when_there_are_many(tmp_path):
     from pypdf import PdfReader
 
-    preds = _predictions_run(tmp_path, epochs=4, items=600, classes=30)
+    preds = predictions_run(tmp_path, epochs=4, items=600, classes=30)
     names = [f"kind{i:02d}" for i in range(30)]
     out = tmp_path / "out"
     assert main(["report", str(tmp_path), "--predictions", str(preds), "--out", str(out), "--quiet",
