@@ -129,14 +129,17 @@ class Chromium:
                     return self.events.pop(i)
             self.events.append(self._read(deadline))
 
-    def open(self, url: str, width: int = 1200, height: int = 900) -> "Page":
-        """A new tab showing `url`, loaded (its load event fired), with console and log collection on."""
+    def open(self, url: str, width: int = 1200, height: int = 900, scripts: bool = True) -> "Page":
+        """A new tab showing `url`, loaded (its load event fired), with console and log collection on;
+        scripts=False opens it as a reader without JavaScript would."""
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable", session)
         self.send("Emulation.setDeviceMetricsOverride", session, width=width, height=height, deviceScaleFactor=1,
                   mobile=False)
+        if not scripts:
+            self.send("Emulation.setScriptExecutionDisabled", session, value=True)
         page = Page(self, session)
         self.send("Page.navigate", session, url=url)
         self.wait_for("Page.loadEventFired", session)
@@ -155,6 +158,10 @@ class Page:
         if "exceptionDetails" in result:
             raise ChromiumError(f"{expression!r} raised: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    def media(self, kind: str) -> None:
+        """Lay the page out for 'print' or 'screen'."""
+        self.browser.send("Emulation.setEmulatedMedia", self.session, media=kind)
 
     def key(self, key: str, code: int) -> None:
         """Press and release a key (e.g. 'ArrowRight', 39) on whatever has the focus."""

@@ -124,6 +124,22 @@ def test_links_and_numbers_in_the_address_choose_the_epoch(browser, six_epochs):
     assert page.problems() == []
 
 
+SHOWN = "(s => [...document.querySelectorAll(s)].map(e => getComputedStyle(e).display !== 'none' && !e.hidden))"
+
+
+def test_without_javascript_and_in_print_the_key_epochs_are_shown_instead(browser, six_epochs):
+    key = [f"epoch-{i}" for i in (1, 6)]            # first and last, at least
+    page = browser.open((six_epochs / "report.html").as_uri(), scripts=False)
+    assert page.evaluate(f"{SHOWN}('#epoch-view')") == [False]
+    assert page.evaluate(f"{SHOWN}('.static-epochs')") == [True]
+    assert all(page.evaluate(f"!!document.getElementById('{k}')") for k in key)
+    page = browser.open((six_epochs / "report.html").as_uri())
+    assert page.evaluate(f"{SHOWN}('#epoch-view')") == [True] and page.evaluate(f"{SHOWN}('.static-epochs')") == [False]
+    page.media("print")
+    assert page.evaluate(f"{SHOWN}('#epoch-view')") == [False] and page.evaluate(f"{SHOWN}('.static-epochs')") == [True]
+    assert page.problems() == []
+
+
 def test_the_page_fetches_nothing_and_its_policy_forbids_it(browser, six_epochs):
     hits = []
     server = socket.socket()
