@@ -12,7 +12,7 @@ The bare loop does what a user's own script would: import the model's spec file,
 then per checkpoint torch.load(weights_only=True) + load_state_dict + eval() + forward passes with the same batch
 size and threads. postmortem's side is evaluate_run() with an empty cache: it imports the same spec and loads the
 same data, hashes every file, loads safely, runs the forward passes, reduces the outputs to per-item float64
-records, fits a temperature and writes its cache. Both sides run in this process, alternating (A B A B ...), so
+records, fits a temperature and writes its cache. Both sides run in this process, alternating (A B, B A, ...), so
 torch's own import is counted on neither; the ratio is the median of the pairs. Target <= 1.10x.
 A profile of one run of postmortem's side says where its time went (hashing and reduction run on other threads,
 beside the forward passes, so the parts may add up to more than the whole).
@@ -123,7 +123,7 @@ class Workload:
     spec: str
     data: Callable[[], dict]
     k: int
-    repeats: int | None = None          # None: --repeats; real-size models run once (minutes per side)
+    repeats: int | None = None          # None: --repeats; real-size models: one A B and one B A pair, no warm-up
     outputs: str = "auto"
     weighted: bool = False
     flops_per_item: Callable[[dict], float] | None = None
@@ -148,8 +148,8 @@ def _gru_flops(_spec: dict, data: dict) -> float:
 WORKLOADS = {
     "mlp": Workload(MLP_SPEC, _mlp_data, 20, flops_per_item=_counted_flops),
     "gru": Workload(GRU_SPEC, _gru_data, 20),
-    "resnet18": Workload(RESNET18_SPEC, _image_data, 10, repeats=1, flops_per_item=_counted_flops),
-    "dialogue_gru": Workload(DIALOGUE_GRU_SPEC, _dialogue_data, 10, repeats=1, outputs="log_probs", weighted=True,
+    "resnet18": Workload(RESNET18_SPEC, _image_data, 10, repeats=2, flops_per_item=_counted_flops),
+    "dialogue_gru": Workload(DIALOGUE_GRU_SPEC, _dialogue_data, 10, repeats=2, outputs="log_probs", weighted=True,
                              flops_per_item=_gru_flops),
 }
 
@@ -285,7 +285,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: " + ", ".join(WORKLOADS))
-    parser.add_argument("--repeats", type=int, default=3, help="paired repeats of the tiny models (real-size: 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="paired repeats of the tiny models (real-size: 2)")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--no-torchrun", action="store_true", help="skip the 2-rank torchrun comparison")
     args = parser.parse_args()
@@ -308,17 +308,21 @@ def main() -> int:
                 breakdowns.append(seconds)
 
             repeats = workload.repeats or args.repeats
-            t_ours, t_bare, ratio = paired_ratio(ours, lambda: bare_loop(run, args.batch_size, args.device), repeats,
-                                                 warmup=workload.repeats is None)
+            paired = paired_ratio(ours, lambda: bare_loop(run, args.batch_size, args.device), repeats,
+                                  warmup=workload.repeats is None)
+            t_ours, t_bare, ratio = paired.ours_s, paired.baseline_s, paired.ratio
             flops = workload.flops_per_item(namespace, data) if workload.flops_per_item else None
             flops_text = f", {flops / 1e6:.1f} MFLOPs per item" if flops else ""
             print(f"{name:12s} K={workload.k} on {device_name}{flops_text}: postmortem {t_ours:.2f} s, bare torch "
-                  f"{t_bare:.2f} s, ratio {ratio:.2f}x (target <= 1.10x; {repeats} paired run(s))")
+                  f"{t_bare:.2f} s, ratio {ratio:.2f}x (target <= 1.10x; {repeats} paired run(s)); CPU seconds "
+                  f"{paired.ours_cpu_s:.2f} vs {paired.baseline_cpu_s:.2f}, ratio {paired.cpu_ratio:.2f}x")
             profile = {label: round(statistics.median(b.get(label, 0.0) for b in breakdowns), 3)
                        for label in breakdowns[0]}
             print("             where postmortem's time went: " + ", ".join(f"{k} {v:.2f} s" for k, v in profile.items()))
             entry = {"postmortem_s": round(t_ours, 3), "baseline_s": round(t_bare, 3), "ratio": round(ratio, 3),
-                     "device": device_name, "k": workload.k, "paired_runs": repeats, "profile_s": profile}
+                     "postmortem_cpu_s": round(paired.ours_cpu_s, 3), "baseline_cpu_s": round(paired.baseline_cpu_s, 3),
+                     "cpu_ratio": round(paired.cpu_ratio, 3), "device": device_name, "k": workload.k,
+                     "paired_runs": repeats, "profile_s": profile}
             if flops:
                 entry["mflops_per_item"] = round(flops / 1e6, 2)
             if args.device == "cpu":

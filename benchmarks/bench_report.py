@@ -102,8 +102,9 @@ def whole_report(run: Path, out: Path, bare_in_process: float, repeats: int) -> 
         _python("-m", "postmortem", "report", str(run), "--predictions", str(run / "preds"), "--out", str(out),
                 "--no-pdf", "--quiet")
 
-    t_ours, t_bare, ratio = paired_ratio(ours, lambda: _python("-c", BARE_NUMPY_PASS + "bare_numpy_pass(sys.argv[1])",
-                                                                     str(run / "preds")), repeats)
+    bare = BARE_NUMPY_PASS + "bare_numpy_pass(sys.argv[1])"
+    paired = paired_ratio(ours, lambda: _python("-c", bare, str(run / "preds")), repeats)
+    t_ours, t_bare, ratio = paired.ours_s, paired.baseline_s, paired.ratio
     size = (out / "report.html").stat().st_size
     runs = []
     for _ in range(repeats):
@@ -149,7 +150,8 @@ def main() -> int:
             shutil.rmtree(out, ignore_errors=True)
             evaluate_run(ReportConfig(run=run, predictions=str(run / "preds"), out=out, quiet=True))
 
-        t_ours, t_bare, ratio = paired_ratio(ours, lambda: bare_numpy_pass(run / "preds"), args.repeats)
+        paired = paired_ratio(ours, lambda: bare_numpy_pass(run / "preds"), args.repeats)
+        t_ours, t_bare, ratio = paired.ours_s, paired.baseline_s, paired.ratio
         print(f"1. predictions-only evaluation, 30 x 20,000 x 20: postmortem {t_ours:.2f} s, bare numpy {t_bare:.2f} s, "
               f"ratio {ratio:.2f}x (target <= 1.5x)")
         record("predictions_eval_vs_numpy", {"postmortem_s": round(t_ours, 3), "baseline_s": round(t_bare, 3),

@@ -674,8 +674,9 @@ def assert_report_html(html: str, metrics: dict, built: BuiltRun) -> Node:
     assert data["epochs"] == [e["epoch"] for e in metrics["epochs"]] and len(data["matrix"]["counts"]) == n
     for i, (got, exp) in enumerate(zip(metrics["epochs"], built.expected)):
         shown = np.array(data["matrix"]["counts"][i]).reshape(len(classes), len(classes)).tolist()
-        assert shown == got["confusion_matrix"] == exp["confusion_matrix"], \
-            f"{exp['checkpoint']}: page {shown} / metrics.json {got['confusion_matrix']} / sklearn {exp['confusion_matrix']}"
+        assert shown == got["confusion_matrix"] == exp["confusion_matrix"], (
+            f"{exp['checkpoint']}: page {shown} / metrics.json {got['confusion_matrix']} / "
+            f"sklearn {exp['confusion_matrix']}")
         n_bins = len(data["hist"]["correct"][i])
         assert n_bins >= 5 and len(data["hist"]["wrong"][i]) == n_bins
         conf, ok = exp["_confidence"], exp["_correct"]
@@ -700,7 +701,8 @@ def assert_report_html(html: str, metrics: dict, built: BuiltRun) -> Node:
     wrong = [d for d in hists if "wrong" in d.classes]
     assert len(correct) == len(wrong) == len(key)
     for hc, hw, i in zip(correct, wrong, key):
-        bars, counts = np.array(_heights(hc) + _heights(hw)), np.array(data["hist"]["correct"][i] + data["hist"]["wrong"][i])
+        bars = np.array(_heights(hc) + _heights(hw))
+        counts = np.array(data["hist"]["correct"][i] + data["hist"]["wrong"][i])
         top = counts.argmax()
         assert np.allclose(bars, bars[top] / counts[top] * counts, atol=0.11), \
             f"key epoch {i}: bar heights {bars.tolist()} are not proportional to the counts {counts.tolist()}"

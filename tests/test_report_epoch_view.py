@@ -189,7 +189,7 @@ def test_hostile_class_names_stay_data(browser, tmp_path):
     assert page.evaluate("document.querySelectorAll('img:not([src^=\"data:\"])').length") == 0
     heads = page.evaluate("[...document.querySelectorAll('#ev-confusion th')].map(th => th.textContent)")
     assert [f"{i + 1} {name}" for i, name in enumerate(HOSTILE)] == heads[1 + len(HOSTILE):]
-    names = page.evaluate("[...document.querySelectorAll('#ev-classes tbody tr td:first-child')].map(td => td.textContent)")
+    names = page.evaluate("[...document.querySelectorAll('#ev-classes tbody td:first-child')].map(td => td.textContent)")
     assert [name.split(" ", 1)[1] for name in names] == HOSTILE
     assert page.problems() == []
 

@@ -185,8 +185,8 @@ HOSTILE = ['<script>alert(1)</script>', '"><img src=x onerror=alert(2)>', "a|b*c
 
 def _epoch_data(path: Path) -> dict:
     """The epoch view's JSON, read back from the page."""
-    text = path.read_text(encoding="utf-8")
-    start = text.index('<script type="application/json" id="epoch-data">') + len('<script type="application/json" id="epoch-data">')
+    text, opening = path.read_text(encoding="utf-8"), '<script type="application/json" id="epoch-data">'
+    start = text.index(opening) + len(opening)
     return json.loads(text[start:text.index("</script>", start)])
 
 
