@@ -12,13 +12,14 @@ import base64
 import math
 import struct
 import zlib
+from dataclasses import dataclass
 from html import escape
 from typing import Iterable, Sequence
 
 import numpy as np
 
 __all__ = ["FONT_SIZE", "INK", "MUTED", "Canvas", "Axes", "nice_ticks", "tick_labels", "text_width", "clip_text",
-           "colour_map", "png_bytes", "LegendEntry", "legend"]
+           "colour_map", "hex_colour", "png_bytes", "LegendEntry", "legend"]
 
 FONT = "DejaVu Sans, Helvetica Neue, Arial, sans-serif"
 FONT_SIZE = 11
@@ -103,11 +104,11 @@ def nice_ticks(low: float, high: float, count: int = 5, integer: bool = False) -
     return [round(k * step, 12) for k in range(first, last + 1)]
 
 
-def tick_labels(ticks: Sequence[float], scale: float = 1.0, suffix: str = "") -> list[str]:
+def tick_labels(ticks: Sequence[float]) -> list[str]:
     """Tick values as text with as many decimals as their step needs; a true minus sign."""
-    step = abs(ticks[1] - ticks[0]) * scale if len(ticks) > 1 else 1.0
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
     decimals = next((d for d in range(7) if abs(round(step, d) - step) < 1e-9 * max(step, 1.0)), 6)
-    return [f"{t * scale:.{decimals}f}".replace("-", "−") + suffix for t in ticks]
+    return [f"{t:.{decimals}f}".replace("-", "−") for t in ticks]
 
 
 def _number(value: float) -> str:
@@ -159,21 +160,19 @@ class Canvas:
         self.add(f'<polyline points="{_points(xs, ys)}" fill="none" stroke="{colour}" stroke-width="{width}" '
                  f'stroke-linejoin="round"{dashes}/>')
 
-    def polygon(self, xs, ys, colour: str, hatch: str = "", opacity: float = 1.0, edge: str = "") -> None:
-        extra = (f' fill-opacity="{opacity}"' if opacity < 1 else "") + \
-                (f' stroke="{edge}" stroke-width="0.6"' if edge else "")
-        self.add(f'<polygon points="{_points(xs, ys)}" fill="{self.paint(colour, hatch)}"{extra}/>')
+    def polygon(self, xs, ys, colour: str, hatch: str = "", edge: str = "") -> None:
+        stroke = f' stroke="{edge}" stroke-width="0.6"' if edge else ""
+        self.add(f'<polygon points="{_points(xs, ys)}" fill="{self.paint(colour, hatch)}"{stroke}/>')
 
     def rect(self, x: float, y: float, width: float, height: float, colour: str, hatch: str = "",
-             edge: str = "", opacity: float = 1.0) -> None:
+             edge: str = "") -> None:
         if width < 0:
             x, width = x + width, -width
         if height < 0:
             y, height = y + height, -height
-        extra = (f' stroke="{edge}" stroke-width="0.6"' if edge else "") + \
-                (f' fill-opacity="{opacity}"' if opacity < 1 else "")
+        stroke = f' stroke="{edge}" stroke-width="0.6"' if edge else ""
         self.add(f'<rect x="{_number(x)}" y="{_number(y)}" width="{_number(width)}" height="{_number(height)}" '
-                 f'fill="{self.paint(colour, hatch)}"{extra}/>')
+                 f'fill="{self.paint(colour, hatch)}"{stroke}/>')
 
     def marker(self, x: float, y: float, shape: str, colour: str, size: float = 3.0) -> None:
         """A point marker: 'o' circle, 's' square, '^' triangle."""
@@ -185,13 +184,13 @@ class Canvas:
             self.add(f'<circle cx="{_number(x)}" cy="{_number(y)}" r="{size}" fill="{colour}"/>')
 
     def text(self, x: float, y: float, text: str, size: float = FONT_SIZE, anchor: str = "start",
-             colour: str = INK, rotate: float = 0, weight: str = "normal", baseline: str = "") -> None:
-        """Text as text; `text` is escaped (class names are user input)."""
+             colour: str = INK, rotate: float = 0, baseline: str = "") -> None:
+        """Text as text; `text` is escaped (class names are user input). `baseline`: "middle" centres it on y,
+        "hanging" puts its top at y (set as dy, which every SVG renderer honours)."""
         turn = f' transform="rotate({rotate} {_number(x)} {_number(y)})"' if rotate else ""
-        bold = ' font-weight="bold"' if weight != "normal" else ""
         shift = {"middle": f' dy="{_number(size * 0.35)}"', "hanging": f' dy="{_number(size * 0.8)}"'}.get(baseline, "")
         self.add(f'<text x="{_number(x)}" y="{_number(y)}"{shift} font-size="{_number(size)}" text-anchor="{anchor}" '
-                 f'fill="{colour}"{bold}{turn}>{escape(text, quote=False)}</text>')
+                 f'fill="{colour}"{turn}>{escape(text, quote=False)}</text>')
 
     def raster(self, x: float, y: float, width: float, height: float, rgb: np.ndarray) -> None:
         """An (rows, cols, 3) uint8 image stretched over the box, cells kept sharp (upsampled, pixelated)."""
@@ -242,7 +241,8 @@ class Axes:
                         f'height="{_number(self.height)}" fill="none" stroke="{MUTED}" stroke-width="0.8"/>')
 
     def x_axis(self, ticks: Sequence[float], title: str = "", labels: Sequence[str] | None = None,
-               grid: bool = False, size: float = FONT_SIZE - 1) -> None:
+               grid: bool = False) -> None:
+        size = FONT_SIZE - 1
         labels = tick_labels(ticks) if labels is None else labels
         for tick, label in zip(ticks, labels):
             x = float(self.x(tick))
@@ -255,7 +255,8 @@ class Axes:
                              baseline="hanging")
 
     def y_axis(self, ticks: Sequence[float], title: str = "", labels: Sequence[str] | None = None,
-               side: str = "left", colour: str = INK, grid: bool = False, size: float = FONT_SIZE - 1) -> None:
+               side: str = "left", colour: str = INK, grid: bool = False) -> None:
+        size = FONT_SIZE - 1
         labels = tick_labels(ticks) if labels is None else labels
         edge, out = (self.left, -1) if side == "left" else (self.right, 1)
         widest = 0.0
@@ -285,12 +286,12 @@ class Axes:
             for x, y in zip(self.x(xs[finite]), self.y(ys[finite])):
                 self.canvas.marker(float(x), float(y), marker, colour, 2.6)
 
-    def band(self, xs, low, high, colour: str, opacity: float = 1.0, hatch: str = "", edge: str = "") -> None:
+    def band(self, xs, low, high, colour: str, hatch: str = "", edge: str = "") -> None:
         """The area between two curves over the same x values."""
         xs = np.asarray(xs, dtype=np.float64)
         px = np.concatenate([self.x(xs), self.x(xs[::-1])])
         py = np.concatenate([self.y(np.asarray(high)), self.y(np.asarray(low)[::-1])])
-        self.canvas.polygon(px, py, colour, hatch, opacity, edge)
+        self.canvas.polygon(px, py, colour, hatch, edge)
 
     def vline(self, x: float, colour: str, dash: str = "", width: float = 1.0) -> None:
         px = float(self.x(x))
@@ -301,20 +302,22 @@ class Axes:
         self.canvas.line(self.left, py, self.right, py, colour, width, dash)
 
 
+@dataclass(frozen=True)
 class LegendEntry:
     """One legend item: a label and how its swatch is drawn (a line, a marker, both, or a filled box)."""
 
-    __slots__ = ("label", "colour", "dash", "marker", "hatch", "box", "line")
+    label: str
+    colour: str
+    dash: str = ""
+    marker: str = ""
+    hatch: str = ""
+    box: bool = False
+    line: bool = True
 
-    def __init__(self, label: str, colour: str, *, dash: str = "", marker: str = "", hatch: str = "",
-                 box: bool = False, line: bool = True) -> None:
-        self.label, self.colour, self.dash, self.marker, self.hatch = label, colour, dash, marker, hatch
-        self.box, self.line = box, line
 
-
-def legend(canvas: Canvas, entries: Sequence[LegendEntry], left: float, top: float, width: float,
-           size: float = FONT_SIZE - 1) -> float:
+def legend(canvas: Canvas, entries: Sequence[LegendEntry], left: float, top: float, width: float) -> float:
     """Entries left to right, wrapping within `width`; returns the height used."""
+    size = FONT_SIZE - 1
     x, y, row = left, top, size + 6
     for entry in entries:
         needed = 26 + text_width(entry.label, size) + 14
