@@ -6,6 +6,7 @@ import platform
 import resource
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,17 +24,39 @@ def median_seconds(function: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def paired_ratio(ours: Callable[[], object], baseline: Callable[[], object], repeats: int) -> tuple[float, float, float]:
-    """(ours, baseline, ratio): medians over alternating runs, so drift affects both alike."""
-    ours(), baseline()
-    a, b = [], []
-    for _ in range(repeats):
-        for function, sink in ((ours, a), (baseline, b)):
-            started = time.perf_counter()
+@dataclass(frozen=True)
+class Paired:
+    """Medians over paired runs: wall seconds of each side and the median of the per-pair ratios; the same for
+    this process's CPU seconds (all its threads; a shared machine's load inflates wall time far more)."""
+
+    ours_s: float
+    baseline_s: float
+    ratio: float
+    ours_cpu_s: float
+    baseline_cpu_s: float
+    cpu_ratio: float
+
+
+def paired_ratio(ours: Callable[[], object], baseline: Callable[[], object], repeats: int,
+                 warmup: bool = True) -> Paired:
+    """Both sides run `repeats` times in A B, B A, A B ... order, so that drift in the machine's speed affects both
+    alike; one run of each first unless `warmup` is False (for workloads of minutes)."""
+    if warmup:
+        ours(), baseline()
+    wall: dict[str, list[float]] = {"ours": [], "baseline": []}
+    cpu: dict[str, list[float]] = {"ours": [], "baseline": []}
+    for repeat in range(repeats):
+        pair = (("ours", ours), ("baseline", baseline))
+        for side, function in (pair if repeat % 2 == 0 else pair[::-1]):
+            started, started_cpu = time.perf_counter(), time.process_time()
             function()
-            sink.append(time.perf_counter() - started)
-    ratios = [x / y for x, y in zip(a, b)]
-    return statistics.median(a), statistics.median(b), statistics.median(ratios)
+            wall[side].append(time.perf_counter() - started)
+            cpu[side].append(time.process_time() - started_cpu)
+    median = statistics.median
+    return Paired(median(wall["ours"]), median(wall["baseline"]),
+                  median([x / y for x, y in zip(wall["ours"], wall["baseline"])]),
+                  median(cpu["ours"]), median(cpu["baseline"]),
+                  median([x / y for x, y in zip(cpu["ours"], cpu["baseline"])]))
 
 
 def peak_rss_mb() -> float:

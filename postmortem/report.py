@@ -1,6 +1,7 @@
 """One report: evaluate -> analyze -> diagnose -> render, written atomically into the output folder."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
@@ -10,7 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
     from .diagnose import Verdict
 
 __all__ = ["ReportResult", "write_report"]
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -115,72 +114,29 @@ def _write_atomically(files: dict[str, bytes], out_dir: Path) -> list[Path]:
     return [target for _, target in staged]
 
 
-def _figures_key(evaluation, classes, colours, log_key: str) -> str:
-    """A digest of everything the figures are drawn from: the records themselves, not just file names,
-    plus the labels, colours, training log and the drawing code (so a changed figures.py redraws)."""
-    import hashlib
-
-    from .render import figures as figures_module
-
-    digest = hashlib.sha256()
-    digest.update(Path(figures_module.__file__).read_bytes())
-    digest.update(json.dumps([__version__, list(classes), colours, log_key, evaluation.class_weights.tolist(),
-                              [(e.checkpoint, e.epoch) for e in evaluation.epochs]]).encode())
-    digest.update(evaluation.items.labels.tobytes())
-    for epoch in evaluation.epochs:
-        for values in epoch.records.arrays().values():
-            digest.update(np.ascontiguousarray(values).tobytes())
-    if evaluation.train_log is not None:
-        digest.update(evaluation.train_log.to_csv(index=False).encode())
-    return digest.hexdigest()
-
-
-def _from_cache(directory: Path, prefix: str, key: str, suffix: str, make: Callable[[], bytes],
-                read: Callable[[bytes], T]) -> T:
-    """read() of OUT/cache/{prefix}-{key}{suffix} when that file exists and reads back, else of make()'s bytes,
-    stored there first (replacing older {prefix}-*{suffix} files: only the latest drawing is worth keeping)."""
-    path = directory / f"{prefix}-{key[:32]}{suffix}"
-    try:
-        return read(path.read_bytes())
-    except (OSError, ValueError, TypeError):   # absent, or corrupt: made again
-        pass
-    data = make()
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob(f"{prefix}-*{suffix}"):
-        stale.unlink(missing_ok=True)
-    _write_atomically({path.name: data}, directory)
-    return read(data)
-
-
-def _cached_figures(directory: Path, key: str, draw: Callable[[], list]) -> list:
-    """Figures from OUT/cache when the same inputs were drawn before (a re-render skips matplotlib), else drawn."""
-    from .render.figures import Figure
-
-    return _from_cache(directory, "figures", key, ".json", lambda: json.dumps([vars(f) for f in draw()]).encode(),
-                       lambda data: [Figure(**entry) for entry in json.loads(data)])
-
-
 def _cached_pdf(directory: Path, print_html: str) -> bytes:
-    """The PDF of this exact print HTML from OUT/cache when it was laid out before (weasyprint takes seconds),
-    keyed by the HTML, the PDF code and weasyprint's version; else laid out now."""
+    """The PDF of this exact print HTML from OUT/cache/report-KEY.pdf when it was laid out before (weasyprint
+    takes seconds), keyed by the HTML, the PDF code and weasyprint's version; else laid out now and stored there
+    (replacing older ones: only the latest is worth keeping). A corrupt entry is laid out again."""
     import hashlib
     from importlib.metadata import version
 
     from .render import pdf
 
-    def whole(data: bytes) -> bytes:
-        if not (data.startswith(b"%PDF-") and b"%%EOF" in data[-1024:]):
-            raise ValueError("not a whole PDF")
-        return data
-
     key = hashlib.sha256(print_html.encode() + Path(pdf.__file__).read_bytes() + version("weasyprint").encode())
-    return _from_cache(directory, "report", key.hexdigest(), ".pdf", lambda: pdf.pdf_bytes(print_html), whole)
-
-
-def _drawing_processes() -> int:
-    """Processes to draw the figures with: the cores this process may use, at most 4 (9 figures)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(cores, 4)
+    path = directory / f"report-{key.hexdigest()[:32]}.pdf"
+    try:
+        data = path.read_bytes()
+        if data.startswith(b"%PDF-") and b"%%EOF" in data[-1024:]:
+            return data
+    except OSError:   # absent: laid out below
+        pass
+    data = pdf.pdf_bytes(print_html)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("report-*.pdf"):
+        stale.unlink(missing_ok=True)
+    _write_atomically({path.name: data}, directory)
+    return data
 
 
 class _StageClock:
@@ -209,9 +165,9 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     from .analyze.run import analyze_run
     from .diagnose import DiagnosisConfig, diagnose
     from .evaluate.runner import evaluate_run
-    from .render.context import report_context
     from .render.figures import class_colours, render_figures
-    from .render.html import render_template, templates_dir
+    from .render.html import render_html
+    from .render.input import CheckpointRow, RenderInput, TrainLogComparison
     from .render.markdown import render_markdown
     from .render.metrics_json import metrics_document
 
@@ -230,28 +186,29 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     clock.lap("analyze")
     diagnosis = diagnose(analysis, thresholds, reconciliation)
     clock.lap("diagnose")
-    colours = class_colours(len(classes))
-    log_key = "step" if evaluation.order_key in ("global_step", "step") else "epoch"
+    train_log = None if evaluation.train_log is None else TrainLogComparison(
+        source=evaluation.train_log_source, table=evaluation.train_log, reconciliation=reconciliation,
+        key="step" if evaluation.order_key in ("global_step", "step") else "epoch")
+    inputs = RenderInput(
+        run_name=config.run_name, generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), paper=config.paper,
+        analysis=analysis, findings=diagnosis.findings, verdict=diagnosis.verdict, comparison=diagnosis.comparison,
+        class_labels=classes,
+        colours=tuple(class_colours(len(classes))), n_items=len(evaluation.items),
+        checkpoints=tuple(CheckpointRow(e.checkpoint, e.epoch, e.sha256[:16], e.output_kind) for e in evaluation.epochs),
+        provenance=tuple(_provenance(config, evaluation, argv)), skipped=tuple(evaluation.skipped),
+        nonfinite=tuple(evaluation.nonfinite), notes=tuple(evaluation.notes), train_log=train_log)
     announce("drawing figures")
-    figures = _cached_figures(config.out_dir / "cache", _figures_key(evaluation, classes, colours, log_key),
-                              lambda: render_figures(analysis, colours, classes, evaluation.train_log, log_key,
-                                                     processes=_drawing_processes()))
+    figures = render_figures(analysis, inputs.colours, classes, train_log)
     clock.lap("figures")
-    context = report_context(run_name=config.run_name, analysis=analysis, evaluation=evaluation,
-                             diagnosis=diagnosis, figures=figures,
-                             colours=colours, class_labels=classes, provenance=_provenance(config, evaluation, argv),
-                             paper=config.paper, reconciliation=reconciliation)
-    css = (templates_dir() / "report.css").read_text(encoding="utf-8")
-    html = render_template("report.html.j2", css=css, for_print=False, **context)
     document = metrics_document(analysis, diagnosis, evaluation.skipped)
-    files = {"metrics.json": json.dumps(document, indent=1).encode(), "report.html": html.encode(),
-             "report.md": render_markdown(context).encode()}
+    files = {"metrics.json": json.dumps(document, indent=1).encode(),
+             "report.html": render_html(inputs, figures, for_print=False).encode(),
+             "report.md": render_markdown(inputs).encode()}
     clock.lap("html")
     if not config.no_pdf:
         announce("laying out report.pdf")
         # The PDF shows the key epochs in full (weasyprint lays out ~1 ms per table cell); the HTML shows all.
-        files["report.pdf"] = _cached_pdf(config.out_dir / "cache",
-                                          render_template("report.html.j2", css=css, for_print=True, **context))
+        files["report.pdf"] = _cached_pdf(config.out_dir / "cache", render_html(inputs, figures, for_print=True))
         clock.lap("pdf")
     written = _write_atomically(files, config.out_dir)
     clock.lap("write")

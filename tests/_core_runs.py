@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 import random
@@ -656,51 +657,68 @@ def _heights(node: Node) -> list[float]:
     return heights
 
 
+def epoch_view_data(root: Node) -> dict:
+    """The epoch view's data: the JSON in <script type="application/json" id="epoch-data">."""
+    islands = root.find_all("script", id="epoch-data")
+    assert len(islands) == 1 and islands[0].attrs.get("type") == "application/json", "report.html has no epoch data"
+    return json.loads(islands[0].text())
+
+
 def assert_report_html(html: str, metrics: dict, built: BuiltRun) -> Node:
-    """For every epoch: its confusion matrix (= metrics.json = sklearn), a confidence histogram of correct
-    and one of wrong predictions (bar heights proportional to independent counts), and per-class loss shares."""
+    """For every epoch, in the data the page's epoch view draws (drawn and compared in Chromium by
+    test_report_epoch_view.py): its confusion matrix (= metrics.json = sklearn), the counts of correct and wrong
+    predictions per confidence bin (= independent counts) and per-class loss shares. The static tables of the key
+    epochs (first, lowest loss, last; for print and readers without JavaScript) show the same numbers."""
     root = assert_self_contained(html)
     n = len(built.expected)
+    data = epoch_view_data(root)
+    classes = metrics["classes"]
+    assert data["epochs"] == [e["epoch"] for e in metrics["epochs"]] and len(data["matrix"]["counts"]) == n
+    for i, (got, exp) in enumerate(zip(metrics["epochs"], built.expected)):
+        shown = np.array(data["matrix"]["counts"][i]).reshape(len(classes), len(classes)).tolist()
+        assert shown == got["confusion_matrix"] == exp["confusion_matrix"], (
+            f"{exp['checkpoint']}: page {shown} / metrics.json {got['confusion_matrix']} / "
+            f"sklearn {exp['confusion_matrix']}")
+        n_bins = len(data["hist"]["correct"][i])
+        assert n_bins >= 5 and len(data["hist"]["wrong"][i]) == n_bins
+        conf, ok = exp["_confidence"], exp["_correct"]
+        for counts, chosen in ((data["hist"]["correct"][i], ok), (data["hist"]["wrong"][i], ~ok)):
+            assert counts == np.histogram(conf[chosen], bins=n_bins, range=(0.0, 1.0))[0].tolist(), \
+                f"{exp['checkpoint']}: histogram {counts} differs from the independent counts"
+        for c, name in enumerate(classes):
+            assert abs(data["perClass"]["share"][i][c] - exp["per_class"][name]["loss_share"]) <= 5e-5 + 1e-12, \
+                f"{exp['checkpoint']} {name}: loss share {data['perClass']['share'][i][c]}"
 
+    key = [int(node.attrs["id"].split("-")[1]) - 1 for node in root.iter()
+           if node.tag == "div" and "epoch" in node.classes and node.attrs.get("id", "").startswith("epoch-")]
+    assert 0 in key and n - 1 in key and key == sorted(key), f"static key epochs {key}"
     matrices = confusion_tables(root)
-    assert len(matrices) == n, f"expected one confusion matrix per epoch ({n}), found {len(matrices)}"
-    for shown, got, exp in zip(matrices, metrics["epochs"], built.expected):
-        assert shown == got["confusion_matrix"] == exp["confusion_matrix"], \
-            f"{exp['checkpoint']}: HTML {shown} / metrics.json {got['confusion_matrix']} / sklearn {exp['confusion_matrix']}"
+    static = [m for m in matrices if m]
+    assert len(static) == len(key), f"expected a confusion matrix per key epoch ({len(key)}), found {len(static)}"
+    for shown, i in zip(static, key):
+        assert shown == metrics["epochs"][i]["confusion_matrix"], f"key epoch {i}: {shown}"
 
     hists = [d for d in root.iter() if "hist" in d.classes]
     correct = [d for d in hists if "correct" in d.classes]
     wrong = [d for d in hists if "wrong" in d.classes]
-    assert len(correct) == n and len(wrong) == n, \
-        f"expected a correct and a wrong confidence histogram per epoch ({n}), found {len(correct)} and {len(wrong)}"
-    for hc, hw, exp in zip(correct, wrong, built.expected):
-        bars_c, bars_w = _heights(hc), _heights(hw)
-        assert len(bars_c) == len(bars_w) >= 5, f"{exp['checkpoint']}: histogram bars {len(bars_c)} / {len(bars_w)}"
-        n_bins = len(bars_c)
-        conf, ok = exp["_confidence"], exp["_correct"]
-        counts_c = np.histogram(conf[ok], bins=n_bins, range=(0.0, 1.0))[0]
-        counts_w = np.histogram(conf[~ok], bins=n_bins, range=(0.0, 1.0))[0]
-        bars, counts = np.array(bars_c + bars_w), np.concatenate([counts_c, counts_w])
+    assert len(correct) == len(wrong) == len(key)
+    for hc, hw, i in zip(correct, wrong, key):
+        bars = np.array(_heights(hc) + _heights(hw))
+        counts = np.array(data["hist"]["correct"][i] + data["hist"]["wrong"][i])
         top = counts.argmax()
-        scale = bars[top] / counts[top]            # % of bar height per item, the same for both histograms
-        assert scale > 0, f"{exp['checkpoint']}: all histogram bars are empty"
-        assert np.allclose(bars, scale * counts, atol=0.11), (
-            f"{exp['checkpoint']}: bar heights {bars.tolist()} are not proportional to the independent counts "
-            f"of correct {counts_c.tolist()} and wrong {counts_w.tolist()} predictions per confidence bin")
+        assert np.allclose(bars, bars[top] / counts[top] * counts, atol=0.11), \
+            f"key epoch {i}: bar heights {bars.tolist()} are not proportional to the counts {counts.tolist()}"
 
     share_tables = [t for t in root.find_all("table")
                     if any("loss share" in text.lower() for _, text in (table_rows(t) or [[]])[0])]
-    assert len(share_tables) == n, f"expected a per-class loss share table per epoch ({n}), found {len(share_tables)}"
-    for table, exp in zip(share_tables, built.expected):
+    static_shares = share_tables[-len(key):]
+    for table, i in zip(static_shares, key):
         rows = table_rows(table)
-        header = [text.lower() for _, text in rows[0]]
-        col = next(i for i, h in enumerate(header) if "loss share" in h)
+        col = next(j for j, h in enumerate(text.lower() for _, text in rows[0]) if "loss share" in h)
         by_class = {re.sub(r"^\W+", "", row[0][1]): row for row in rows[1:] if row}
-        for name, ref in exp["per_class"].items():
-            assert name in by_class, f"{exp['checkpoint']}: class {name!r} missing from the loss share table"
-            shown = number(by_class[name][col][1])
-            assert abs(shown - ref["loss_share"]) <= 0.5 * 10 ** -_decimals(by_class[name][col][1]) + 1e-12, \
-                f"{exp['checkpoint']} {name}: loss share shown {by_class[name][col][1]!r}, expected {ref['loss_share']!r}"
+        for name, ref in built.expected[i]["per_class"].items():
+            shown = by_class[name][col][1]
+            assert abs(number(shown) - ref["loss_share"]) <= 0.5 * 10 ** -_decimals(shown) + 1e-12, (i, name, shown)
     return root
 
 

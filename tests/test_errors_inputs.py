@@ -363,7 +363,7 @@ def test_an_unknown_option_with_nothing_close(tmp_path):
 @pytest.mark.parametrize("table, message", [
     ("min-recal-drop = 0.1", "unknown threshold 'min-recal-drop' in [diagnosis]; did you mean 'min-recall-drop'?"),
     ("candidate-window = 2.5", "[diagnosis] threshold 'candidate-window': expected an integer, got 2.5"),
-    ("min-label-share = 'most'", "[diagnosis] threshold 'min-label-share': expected a number, got 'most'"),
+    ("min-leading-share = 'most'", "[diagnosis] threshold 'min-leading-share': expected a number, got 'most'"),
 ])
 def test_a_bad_diagnosis_threshold_in_postmortem_toml(tmp_path, capsys, table, message):
     run, _ = make_run(tmp_path, n_epochs=1)

@@ -1,22 +1,21 @@
-"""Figures as inline images: numbers computed in analyze/, drawn here on Axes handed in (Agg, no pyplot).
+"""The report's figures as inline SVG, drawn from numbers computed in analyze/ with the kit in render/svg.py.
 
-Line and bar charts are SVG (vector, small); heat maps are PNG inside the figure, so files stay small.
-Every class keeps one colour in every figure (Okabe-Ito, colour-blind safe) and bands carry hatching,
-so the report still reads when printed in grey.
+Every class keeps one colour in every figure (Okabe-Ito, colour-blind safe), bands and bars carry hatching
+and lines differ in dash and marker, so the report still reads when printed in grey.
 """
 from __future__ import annotations
 
-import base64
-import io
-import multiprocessing
-import sys
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Figure", "class_colours", "render_figures", "draw_curves", "draw_loss_shares",
-           "draw_confidence_heatmap", "draw_decomposition", "draw_confusions", "draw_flow",
-           "draw_reliability", "draw_calibration", "draw_logits"]
+from ..analyze.decomposition import TRANSITIONS
+from ..diagnose import FigureAnchor
+from .svg import (FONT_SIZE, INK, MUTED, Axes, Canvas, LegendEntry, clip_text, colour_map, hex_colour, legend,
+                  nice_ticks, text_width)
+
+__all__ = ["Figure", "class_colours", "render_figures", "OKABE_ITO", "HATCHES"]
 
 # Okabe & Ito's colour-blind-safe palette; beyond 8 classes, evenly spaced colours from cividis.
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
@@ -28,7 +27,9 @@ TRANSITION_STYLE = {   # colour and hatch per transition group (correct/wrong be
     "wrong->wrong": ("#CC79A7", "//"),
 }
 HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--")
-ANNOTATE_MAX_CLASSES = 12
+ANNOTATE_MAX_CLASSES = 12     # matrices name their classes and print their counts up to this many classes
+WIDTH = 760.0                 # every figure's width in SVG units; the page scales it to its column
+DASHED, DOTTED, DASH_DOT = "6 3", "2 2.5", "7 3 1.5 3"
 
 
 @dataclass(frozen=True)
@@ -45,337 +46,381 @@ def class_colours(n_classes: int) -> list[str]:
     """One colour per class, the same in every figure."""
     if n_classes <= len(OKABE_ITO):
         return list(OKABE_ITO[:n_classes])
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
-
-    cmap = colormaps["cividis"]
-    return [to_hex(cmap(i / max(n_classes - 1, 1))) for i in range(n_classes)]
+    return [hex_colour(rgb) for rgb in colour_map("cividis", np.linspace(0.0, 1.0, n_classes))]
 
 
-# Text stays text in the SVG (smaller and faster than glyph paths); fixed margins instead of a layout engine,
-# which cost half of each figure's drawing time.
-SVG_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "postmortem", "font.size": 8}   # fixed salt: same figure, same bytes
-MARGINS = {"left": 0.1, "right": 0.9, "bottom": 0.16, "top": 0.9, "wspace": 0.3}
+def _tint(colour: str, strength: float) -> str:
+    """`colour` laid over white at `strength` (an opaque stand-in for transparency, which print handles poorly)."""
+    rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.float64)
+    return hex_colour(np.rint(255 - strength * (255 - rgb)))
 
 
-def _new_figure(width: float, height: float, **margins: float):
-    from matplotlib.figure import Figure as MplFigure
-
-    figure = MplFigure(figsize=(width, height))
-    figure.subplots_adjust(**{**MARGINS, **margins})
-    return figure
-
-
-def plain_text(label: object) -> str:
-    """A user's label as literal text: matplotlib would read '$...$' as math."""
-    return str(label).replace("$", r"\$")
-
-
-def _to_data_uri(figure) -> str:
-    from matplotlib import rc_context
-
-    buffer = io.BytesIO()
-    with rc_context(SVG_STYLE):
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
-    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+def _scale(*arrays, include: float | None = None) -> tuple[tuple[float, float], list[float]]:
+    """Axis limits and round-number ticks for the finite values of the arrays. With `include` (e.g. 0 for
+    shares and rates) the axis reaches that value and ends on ticks; else it spans the data with a 5% margin
+    and the ticks fall inside, as a line chart wants."""
+    values = np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in arrays])
+    values = values[np.isfinite(values)]
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    if include is not None:
+        ticks = nice_ticks(min(low, include), max(high, include), 5)
+        return (ticks[0], ticks[-1]), ticks
+    pad = (high - low) * 0.05 or max(abs(high) * 0.05, 0.05)
+    low, high = low - pad, high + pad
+    ticks = [t for t in nice_ticks(low, high, 6) if low <= t <= high]
+    return (low, high), ticks
 
 
-def _epoch_ticks(ax, epochs: np.ndarray) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
-    ax.set_xlabel("epoch")
-
-
-def draw_curves(ax, epochs: np.ndarray, losses: np.ndarray, accuracies: np.ndarray, best_loss: int,
-                best_accuracy: int, train_log=None, log_key: str = "epoch") -> None:
-    """Validation loss (left axis) and accuracy (right axis) per epoch, best epochs marked; logged curves grey.
-
-    `log_key` is the training log's column that matches the checkpoints' numbers (epoch, or step for
-    checkpoints saved by global step).
-    """
-    ax.plot(epochs, losses, color=LOSS_COLOUR, marker="o", markersize=3, label="validation loss (recomputed)")
-    if train_log is not None and log_key in train_log:
-        for column, style, label in (("train_loss", ":", "training loss (log)"), ("val_loss", "--", "validation loss (log)")):
-            if column in train_log and train_log[column].notna().any():
-                rows = train_log[train_log[column].notna() & train_log[log_key].notna()]
-                ax.plot(rows[log_key], rows[column], color=TRAIN_COLOUR, linestyle=style, label=label)
-    ax.set_ylabel("loss (weighted NLL, nats)", color=LOSS_COLOUR)
-    ax.axvline(epochs[best_loss], color=LOSS_COLOUR, linestyle="--", linewidth=1)
-    ax.annotate(f"lowest loss\nepoch {epochs[best_loss]}", (epochs[best_loss], losses[best_loss]),
-                textcoords="offset points", xytext=(6, 10), fontsize=8, color=LOSS_COLOUR)
-    _epoch_ticks(ax, epochs)
-    twin = ax.twinx()
-    twin.plot(epochs, accuracies * 100, color=ACCURACY_COLOUR, marker="s", markersize=3, linestyle="-.",
-              label="validation accuracy")
-    twin.set_ylabel("accuracy (%)", color=ACCURACY_COLOUR)
-    twin.axvline(epochs[best_accuracy], color=ACCURACY_COLOUR, linestyle=":", linewidth=1)
-    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], loc="upper center", fontsize=7, frameon=False, ncols=2)
+def _epoch_axis(epochs: np.ndarray) -> tuple[tuple[float, float], list[float], list[str]]:
+    """x limits (a little past the first and last checkpoint), integer ticks and their labels."""
+    low, high = float(epochs.min()), float(epochs.max())
+    pad = max((high - low) * 0.03, 0.5)
+    ticks = [t for t in nice_ticks(low, high, 8, integer=True) if low <= t <= high] or [low]
+    return (low - pad, high + pad), ticks, [f"{int(t)}" for t in ticks]
 
 
-def draw_loss_shares(ax, epochs: np.ndarray, shares: np.ndarray, classes, colours: list[str]) -> None:
-    """Stacked per-class loss shares: the stack's height is the epoch's loss."""
-    polys = ax.stackplot(epochs, shares.T, labels=classes, colors=colours, alpha=0.9, edgecolor="white", linewidth=0.5)
-    for i, poly in enumerate(polys):
-        poly.set_hatch(HATCHES[i % len(HATCHES)])
-    _epoch_ticks(ax, epochs)
-    ax.set_ylabel("loss share (nats)")
-    if len(classes) <= 20:
-        ax.legend(loc="upper right", fontsize=7, frameon=False, ncols=min(len(classes), 4), reverse=True)
+def _plot_box(top: float, height: float, left: float = 64.0, right: float = 64.0) -> tuple[float, float, float, float]:
+    return left, top, WIDTH - left - right, height - top - 46.0
 
 
-def draw_confidence_heatmap(ax, epochs: np.ndarray, histograms: np.ndarray, title: str) -> None:
-    """Fraction of an epoch's predictions per confidence bin, one row per epoch."""
-    totals = histograms.sum(axis=1, keepdims=True)
-    fractions = np.divide(histograms, totals, out=np.zeros(histograms.shape), where=totals > 0)
-    image = ax.imshow(fractions, aspect="auto", cmap="Greys", vmin=0, vmax=max(fractions.max(), 1e-9),
-                      extent=(0, 1, len(epochs) - 0.5, -0.5), interpolation="nearest")
-    step = max(1, len(epochs) // 12)
-    ax.set_yticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
-    ax.set_xlabel("confidence (max probability)")
-    ax.set_ylabel("epoch")
-    ax.set_title(title, fontsize=9)
-    ax.figure.colorbar(image, ax=ax, label="fraction of items", shrink=0.8)
+def _curves(analysis, epochs: np.ndarray, train_log) -> Figure:
+    losses, accuracy = analysis.losses, analysis.accuracies * 100
+    best, best_accuracy = analysis.best_loss_index, analysis.best_accuracy_index
+    logged = []
+    if train_log is not None and train_log.key in train_log.table:
+        table = train_log.table
+        for column, dash, label in (("train_loss", DOTTED, "training loss (log)"),
+                                    ("val_loss", DASHED, "validation loss (log)")):
+            if column in table:
+                rows = table[[train_log.key, column]].dropna().to_numpy(dtype=np.float64)
+                if len(rows):
+                    logged.append((rows[:, 0], rows[:, 1], dash, label))
+    canvas = Canvas(WIDTH, 320)
+    entries = [LegendEntry("validation loss (recomputed)", LOSS_COLOUR, marker="o")]
+    entries += [LegendEntry(label, TRAIN_COLOUR, dash=dash) for _, _, dash, label in logged]
+    entries += [LegendEntry("validation accuracy", ACCURACY_COLOUR, dash=DASH_DOT, marker="s")]
+    top = 14 + legend(canvas, entries, 64, 6, WIDTH - 128)
+    xlim, xticks, xlabels = _epoch_axis(epochs)
+    loss_limits, loss_ticks = _scale(losses, *[ys for _, ys, _, _ in logged])
+    accuracy_limits, accuracy_ticks = _scale(accuracy)
+    box = _plot_box(top, 320)
+    left = Axes(canvas, box, xlim, loss_limits)
+    right = Axes(canvas, box, xlim, accuracy_limits)
+    left.y_axis(loss_ticks, "loss (weighted NLL, nats)", colour=LOSS_COLOUR, grid=True)
+    right.y_axis(accuracy_ticks, "accuracy (%)", side="right", colour=ACCURACY_COLOUR)
+    left.x_axis(xticks, "epoch", xlabels)
+    left.vline(epochs[best], LOSS_COLOUR, DASHED)
+    right.vline(epochs[best_accuracy], ACCURACY_COLOUR, DOTTED)
+    for xs, ys, dash, _ in logged:
+        left.line(xs, ys, TRAIN_COLOUR, 1.3, dash)
+    left.line(epochs, losses, LOSS_COLOUR, marker="o")
+    right.line(epochs, accuracy, ACCURACY_COLOUR, dash=DASH_DOT, marker="s")
+    x = float(left.x(epochs[best]))
+    anchor, shift = ("end", -5) if x > left.left + 0.75 * left.width else ("start", 5)
+    canvas.text(x + shift, left.top + 14, f"lowest loss, epoch {epochs[best]}", FONT_SIZE - 1, anchor, LOSS_COLOUR)
+    left.frame()
+    return Figure(FigureAnchor.CURVES.value, "Validation loss and accuracy",
+                  "Loss (left axis) and accuracy (right axis) per checkpoint; dashed lines mark the lowest loss and "
+                  "highest accuracy." + (" Grey: curves from the training log." if logged else ""), canvas.data_uri())
 
 
-def draw_decomposition(ax, decomposition, classes, transitions) -> None:
-    """Each class's part of the loss change, split by transition group (stacked, signed bars)."""
-    table = decomposition.by_class_transition
-    y = np.arange(len(classes))
-    positive, negative = np.zeros(len(classes)), np.zeros(len(classes))
-    for t, name in enumerate(transitions):
+def _decomposition(analysis, class_labels: Sequence[str]) -> Figure:
+    d, views = analysis.decomposition, analysis.epochs
+    table = d.by_class_transition
+    n = len(class_labels)
+    pitch = float(np.clip(440.0 / max(n, 1), 7.0, 24.0))
+    size = min(FONT_SIZE - 1, pitch * 0.85)
+    labels = [clip_text(name, 150, size) for name in class_labels]
+    left_margin = min(max(text_width(label, size) for label in labels), 150) + 18
+    canvas = Canvas(WIDTH, 0)
+    top = 12 + legend(canvas, [LegendEntry(name, colour, hatch=hatch, box=True)
+                               for name, (colour, hatch) in TRANSITION_STYLE.items()], left_margin, 6,
+                      WIDTH - left_margin - 20)
+    canvas.height = top + pitch * n + 46
+    positive, negative = np.clip(table, 0, None).sum(axis=1), np.clip(table, None, 0).sum(axis=1)
+    limits, ticks = _scale(positive, negative, include=0.0)
+    ax = Axes(canvas, (left_margin, top, WIDTH - left_margin - 20, pitch * n), limits, (0, 1))
+    ax.x_axis(ticks, "part of the loss change (nats)", grid=True)
+    above, below = np.zeros(n), np.zeros(n)
+    for t, name in enumerate(TRANSITIONS):
         colour, hatch = TRANSITION_STYLE[name]
-        values = table[:, t]
-        left = np.where(values >= 0, positive, negative)
-        ax.barh(y, values, left=left, color=colour, hatch=hatch, edgecolor="white", linewidth=0.5, label=name)
-        positive += np.clip(values, 0, None)
-        negative += np.clip(values, None, 0)
-    ax.axvline(0, color="#1b1b1b", linewidth=0.8)
-    ax.set_yticks(y, list(classes), fontsize=7 if len(classes) > 12 else 8)
-    ax.invert_yaxis()
-    ax.set_xlabel("part of the loss change (nats)")
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+        for c in range(n):
+            value = table[c, t]
+            if value == 0:
+                continue
+            start = above[c] if value > 0 else below[c]
+            x0, x1 = float(ax.x(start)), float(ax.x(start + value))
+            canvas.rect(x0, top + pitch * (c + 0.14), x1 - x0, pitch * 0.72, colour, hatch, edge="#ffffff")
+            if value > 0:
+                above[c] += value
+            else:
+                below[c] += value
+    for c, label in enumerate(labels):
+        canvas.text(left_margin - 6, top + pitch * (c + 0.5), label, size, "end", baseline="middle")
+    ax.vline(0.0, INK, width=1.0)
+    ax.frame()
+    return Figure(FigureAnchor.DECOMPOSITION.value,
+                  f"Where the loss change comes from (epoch {views[d.from_index].epoch} → {views[d.to_index].epoch})",
+                  f"Each bar is one true class's exact part of the change dL = {d.loss_change:+.4f}, split by whether "
+                  "its items were correct or wrong before and after; the bars sum to dL.", canvas.data_uri())
 
 
-def _matrix(ax, values: np.ndarray, classes, title: str, cmap: str, vmin: float, vmax: float, counts=None) -> None:
-    ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-    ax.set_title(title, fontsize=9)
-    n = len(classes)
-    labels = list(classes) if n <= ANNOTATE_MAX_CLASSES else [str(i + 1) for i in range(n)]
-    step = 1 if n <= 25 else max(1, n // 20)
-    ax.set_xticks(range(0, n, step), labels[::step], rotation=90, fontsize=6)
-    ax.set_yticks(range(0, n, step), labels[::step], fontsize=6)
+def _loss_shares(analysis, epochs: np.ndarray, class_labels: Sequence[str], colours: Sequence[str]) -> Figure:
+    shares = analysis.loss_shares
+    n = len(class_labels)
+    canvas = Canvas(WIDTH, 0)
+    entries = [LegendEntry(clip_text(class_labels[c], 120), colours[c], hatch=HATCHES[c % len(HATCHES)], box=True)
+               for c in reversed(range(n))] if n <= 20 else []
+    top = 14 + (legend(canvas, entries, 64, 6, WIDTH - 84) if entries else 0)
+    canvas.height = top + 300
+    stacked = np.cumsum(shares, axis=1)
+    limits, ticks = _scale(stacked[:, -1], include=0.0)
+    xlim, xticks, xlabels = _epoch_axis(epochs)
+    ax = Axes(canvas, _plot_box(top, canvas.height, right=20), xlim, limits)
+    ax.y_axis(ticks, "loss share (nats)")
+    ax.x_axis(xticks, "epoch", xlabels)
+    for c in range(n):
+        ax.band(epochs, stacked[:, c] - shares[:, c], stacked[:, c], colours[c], hatch=HATCHES[c % len(HATCHES)],
+                edge="#ffffff")
+    ax.frame()
+    return Figure(FigureAnchor.LOSS_SHARES.value, "Loss decomposed by class",
+                  "Each band is one class's additive part of the epoch loss (Σ over its items of w[y]·NLL / Σ w[y]); "
+                  "bands sum to the loss." + ("" if entries else " Colours run from dark (first class) to yellow "
+                                              "(last)."), canvas.data_uri())
+
+
+def _calibration(analysis, epochs: np.ndarray) -> Figure:
+    views = analysis.epochs
+    losses = analysis.losses
+    scaled = np.array([v.scaled_loss for v in views])
+    temperature = np.array([v.temperature for v in views])
+    ece10 = 10 * np.array([v.calibration.expected_calibration_error for v in views])
+    gap = _tint(LOSS_COLOUR, 0.18)
+    canvas = Canvas(WIDTH, 320)
+    top = 14 + legend(canvas, [LegendEntry("loss", LOSS_COLOUR, marker="o"),
+                               LegendEntry("loss after temperature scaling", SCALED_COLOUR, dash=DASHED, marker="^"),
+                               LegendEntry("calibration gap", gap, box=True),
+                               LegendEntry("fitted temperature T", INK, dash=DOTTED),
+                               LegendEntry("ECE × 10", ACCURACY_COLOUR, dash=DASH_DOT)], 64, 6, WIDTH - 128)
+    xlim, xticks, xlabels = _epoch_axis(epochs)
+    (loss_limits, loss_ticks), (right_limits, right_ticks) = _scale(losses, scaled), _scale(temperature, ece10)
+    box = _plot_box(top, 320)
+    left = Axes(canvas, box, xlim, loss_limits)
+    right = Axes(canvas, box, xlim, right_limits)
+    left.y_axis(loss_ticks, "loss (nats)", grid=True)
+    right.y_axis(right_ticks, "T  /  ECE × 10", side="right")
+    left.x_axis(xticks, "epoch", xlabels)
+    left.band(epochs, scaled, np.maximum(losses, scaled), gap)
+    right.line(epochs, temperature, INK, 1.3, DOTTED)
+    right.line(epochs, ece10, ACCURACY_COLOUR, 1.3, DASH_DOT)
+    left.line(epochs, losses, LOSS_COLOUR, marker="o")
+    left.line(epochs, scaled, SCALED_COLOUR, dash=DASHED, marker="^")
+    left.frame()
+    return Figure(FigureAnchor.CALIBRATION.value, "Raw vs temperature-scaled loss",
+                  "Temperature scaling (T fitted per epoch, loss cross-fitted on two halves) removes miscalibration "
+                  "but cannot change a single prediction: the gap between the curves is calibration, the scaled "
+                  "curve is discrimination.", canvas.data_uri())
+
+
+def _reliability_panel(canvas: Canvas, box, diagram, title: str, y_labels: bool) -> None:
+    ax = Axes(canvas, box, (0.0, 1.0), (0.0, 1.0))
+    ticks = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    ax.y_axis(ticks, "accuracy" if y_labels else "", None if y_labels else [""] * 6, grid=True)
+    ax.x_axis(ticks, "confidence (max probability)", grid=True)
+    edges = diagram.bin_edges
+    for k in np.flatnonzero(diagram.counts > 0):
+        x0, x1 = float(ax.x(edges[k])), float(ax.x(edges[k + 1]))
+        y = float(ax.y(diagram.accuracy[k]))
+        canvas.rect(x0, y, x1 - x0, ax.bottom - y, "#56B4E9", edge="#0072B2")
+    canvas.line(float(ax.x(0)), float(ax.y(0)), float(ax.x(1)), float(ax.y(1)), TRAIN_COLOUR, 1.0, DASHED)
+    filled = diagram.counts > 0
+    for c in diagram.mean_confidence[filled]:
+        canvas.marker(float(ax.x(c)), float(ax.y(c)), "o", LOSS_COLOUR, 2.6)
+    canvas.text(ax.left + ax.width / 2, ax.top - 6, title, FONT_SIZE, "middle")
+    ax.frame()
+
+
+def _reliability(analysis) -> Figure:
+    views = analysis.epochs
+    best, last = analysis.best_loss_index, len(views) - 1
+    canvas = Canvas(WIDTH, 340)
+    top = 30 + legend(canvas, [LegendEntry("accuracy in bin", "#56B4E9", box=True),
+                               LegendEntry("mean confidence in bin", LOSS_COLOUR, marker="o", line=False),
+                               LegendEntry("perfect calibration", TRAIN_COLOUR, dash=DASHED)], 60, 6, WIDTH - 80)
+    width = (WIDTH - 60 - 20 - 30) / 2
+    height = 340 - top - 46
+    _reliability_panel(canvas, (60, top, width, height), views[best].calibration.reliability,
+                       f"epoch {views[best].epoch} (lowest loss)", True)
+    _reliability_panel(canvas, (60 + width + 30, top, width, height), views[last].calibration.reliability,
+                       f"epoch {views[last].epoch} (last)", False)
+    return Figure(FigureAnchor.RELIABILITY.value, "Reliability diagrams",
+                  "Accuracy against confidence in 15 equal-width bins; bars below the diagonal are overconfident.",
+                  canvas.data_uri())
+
+
+def _confidence(analysis, epochs: np.ndarray) -> Figure:
+    views = analysis.epochs
+    n = len(views)
+    pitch = float(np.clip(420.0 / n, 3.0, 16.0))
+    canvas = Canvas(WIDTH, 36 + pitch * n + 46)
+    width = (WIDTH - 56 - 40 - 2 * 56) / 2
+    step = max(1, int(np.ceil(14 / pitch)))     # a label every 14 units at least
+    for panel, (histograms, title) in enumerate(((np.array([v.hist_correct for v in views]), "correct predictions"),
+                                                 (np.array([v.hist_wrong for v in views]), "wrong predictions"))):
+        totals = histograms.sum(axis=1, keepdims=True)
+        fractions = np.divide(histograms, totals, out=np.zeros(histograms.shape), where=totals > 0)
+        top_value = max(float(fractions.max()), 1e-9)
+        left = 56 + panel * (width + 96)
+        ax = Axes(canvas, (left, 36, width, pitch * n), (0.0, 1.0), (n, 0))
+        canvas.raster(left, 36, width, pitch * n, colour_map("greys", fractions / top_value))
+        ax.x_axis([0.0, 0.25, 0.5, 0.75, 1.0], "confidence (max probability)")
+        for i in range(0, n, step):
+            canvas.text(left - 6, 36 + pitch * (i + 0.5), str(epochs[i]), FONT_SIZE - 1, "end", baseline="middle")
+        canvas.text(left + width / 2, 28, title, FONT_SIZE, "middle")
+        bar_left = left + width + 10
+        canvas.raster(bar_left, 36, 10, pitch * n, colour_map("greys", np.linspace(1, 0, 64))[:, None, :])
+        canvas.text(bar_left + 14, 36, f"{top_value:.0%}", FONT_SIZE - 2, baseline="hanging", colour=MUTED)
+        canvas.text(bar_left + 14, 36 + pitch * n, "0%", FONT_SIZE - 2, colour=MUTED)
+        ax.frame()
+    canvas.text(16, 36 + pitch * n / 2, "epoch", FONT_SIZE - 1, "middle", rotate=-90, baseline="middle")
+    return Figure(FigureAnchor.CONFIDENCE.value, "Confidence of correct and wrong predictions, every epoch",
+                  "One row per epoch: darker cells hold more of that epoch's correct (left) or wrong (right) "
+                  "predictions (the scale beside each panel runs from 0 to its darkest cell).", canvas.data_uri())
+
+
+def _matrix_labels(class_labels: Sequence[str]) -> list[str]:
+    if len(class_labels) <= ANNOTATE_MAX_CLASSES:
+        return [clip_text(name, 90, FONT_SIZE - 2) for name in class_labels]
+    return [str(i + 1) for i in range(len(class_labels))]
+
+
+def _matrix(canvas: Canvas, left: float, top: float, side: float, rgb: np.ndarray, labels: Sequence[str],
+            title: str, counts: np.ndarray | None, dark: np.ndarray, y_labels: bool, signed: bool = False) -> None:
+    """One heat map: the cells, the class labels (every k-th past 25 classes), and counts up to 12 classes."""
+    n = len(labels)
+    pitch = side / n
+    canvas.raster(left, top, side, side, rgb)
+    size = FONT_SIZE - 2
+    step = 1 if n <= 25 else int(np.ceil(n / 20))
+    for i in range(0, n, step):
+        centre = pitch * (i + 0.5)
+        if y_labels:
+            canvas.text(left - 5, top + centre, labels[i], size, "end", baseline="middle")
+        canvas.text(left + centre, top + side + 5, labels[i], size, "end", rotate=-90, baseline="middle")
     if counts is not None and n <= ANNOTATE_MAX_CLASSES:
         for i in range(n):
             for j in range(n):
                 if counts[i, j]:
-                    ax.text(j, i, f"{counts[i, j]:+d}" if cmap == "PuOr" else str(counts[i, j]), ha="center",
-                            va="center", fontsize=6, color="white" if abs(values[i, j]) > 0.6 * vmax else "#1b1b1b")
+                    text = f"{counts[i, j]:+d}".replace("-", "−") if signed else str(counts[i, j])
+                    canvas.text(left + pitch * (j + 0.5), top + pitch * (i + 0.5), text, min(9.0, pitch * 0.38),
+                                "middle", "#ffffff" if dark[i, j] else INK, baseline="middle")
+    canvas.text(left + side / 2, top - 7, title, FONT_SIZE - 1, "middle")
+    Axes(canvas, (left, top, side, side), (0, 1), (0, 1)).frame()
 
 
-def draw_confusions(axes, best, last, classes, best_epoch: int, last_epoch: int) -> None:
-    """Row-normalised confusion matrices at the best and last epochs, and their difference (last - best)."""
-    def normalised(m):
-        rows = m.sum(axis=1, keepdims=True)
-        return np.divide(m, rows, out=np.zeros(m.shape), where=rows > 0)
-
-    _matrix(axes[0], normalised(best), classes, f"epoch {best_epoch} (lowest loss)", "Blues", 0, 1, best)
-    _matrix(axes[1], normalised(last), classes, f"epoch {last_epoch} (last)", "Blues", 0, 1, last)
-    diff = normalised(last) - normalised(best)
-    limit = max(float(np.abs(diff).max()), 1e-9)
-    _matrix(axes[2], diff, classes, "difference (last - best)", "PuOr", -limit, limit, last - best)
-    for ax in axes:
-        ax.set_xlabel("predicted", fontsize=7)
-    axes[0].set_ylabel("true class", fontsize=7)
+def _row_shares(matrix: np.ndarray) -> np.ndarray:
+    rows = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
 
 
-def draw_flow(ax, flow, classes) -> None:
-    """Items whose predicted class changed between two epochs: from (rows) -> to (columns)."""
-    moved = flow.counts.copy()
-    np.fill_diagonal(moved, 0)
-    _matrix(ax, moved, classes, f"predictions that changed class ({int(moved.sum())} items)", "Oranges", 0,
-            max(int(moved.max()), 1), moved)
-    ax.set_xlabel("predicted at the later epoch", fontsize=7)
-    ax.set_ylabel("predicted at the earlier epoch", fontsize=7)
+def _label_room(labels: Sequence[str]) -> float:
+    return min(max(text_width(label, FONT_SIZE - 2) for label in labels), 96) + 10
 
 
-def draw_reliability(ax, diagram, title: str) -> None:
-    """Accuracy per confidence bin against the diagonal of perfect calibration; bar width = bin width."""
-    edges = diagram.bin_edges
-    centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    filled = diagram.counts > 0
-    ax.bar(centres[filled], diagram.accuracy[filled], width=widths[filled], color="#56B4E9", edgecolor="#0072B2",
-           linewidth=0.5, label="accuracy in bin")
-    ax.plot(diagram.mean_confidence[filled], diagram.mean_confidence[filled], "o", color="#D55E00", markersize=3,
-            label="mean confidence in bin")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="#7f7f7f", linewidth=1)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence (max probability)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, frameon=False, loc="upper left")
-
-
-def draw_calibration(ax, epochs: np.ndarray, losses: np.ndarray, scaled: np.ndarray, temperatures: np.ndarray,
-                     ece: np.ndarray) -> None:
-    """Raw loss vs cross-fitted temperature-scaled loss; T and ECE on the right axis."""
-    ax.plot(epochs, losses, color=LOSS_COLOUR, marker="o", markersize=3, label="loss")
-    ax.plot(epochs, scaled, color=SCALED_COLOUR, marker="^", markersize=3, linestyle="--",
-            label="loss after temperature scaling")
-    ax.fill_between(epochs, scaled, losses, where=losses >= scaled, color=LOSS_COLOUR, alpha=0.12,
-                    label="calibration gap")
-    ax.set_ylabel("loss (nats)")
-    _epoch_ticks(ax, epochs)
-    twin = ax.twinx()
-    twin.plot(epochs, temperatures, color="#1b1b1b", linestyle=":", label="fitted temperature T")
-    twin.plot(epochs, ece * 10, color=ACCURACY_COLOUR, linestyle="-.", label="ECE x 10")
-    twin.set_ylabel("T  /  ECE x 10")
-    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, frameon=False, loc="upper center", ncols=3)
-
-
-def draw_logits(axes, epochs: np.ndarray, norm_pct: np.ndarray, margin_pct: np.ndarray, flip_rates: np.ndarray) -> None:
-    """Percentile bands (10-90, 25-75, median) of centred-logit norm and margin; flip rate between epochs."""
-    for ax, pct, label in ((axes[0], norm_pct, "logit norm ||z||"), (axes[1], margin_pct, "margin z_y - max other")):
-        ax.fill_between(epochs, pct[:, 0], pct[:, 4], color="#56B4E9", alpha=0.3, label="10-90th percentile")
-        ax.fill_between(epochs, pct[:, 1], pct[:, 3], color="#0072B2", alpha=0.4, label="25-75th percentile")
-        ax.plot(epochs, pct[:, 2], color="#1b1b1b", label="median")
-        ax.set_ylabel(label)
-        _epoch_ticks(ax, epochs)
-    axes[1].axhline(0, color="#D55E00", linewidth=0.8, linestyle="--")
-    axes[0].legend(fontsize=7, frameon=False, loc="upper left")
-    axes[2].plot(epochs[1:], flip_rates * 100, color="#CC79A7", marker="o", markersize=3)
-    axes[2].set_ylabel("flip rate (% of items)")
-    _epoch_ticks(axes[2], epochs)
-
-
-def render_figures(analysis, colours: list[str], class_labels, train_log=None, log_key: str = "epoch",
-                   processes: int = 1) -> list[Figure]:
-    """The report's figures, in the order they appear; ids are what findings link to.
-
-    With processes > 1 on Linux they are drawn by that many forked processes: matplotlib's drawing is Python
-    code holding the GIL, so threads would not help, and a fork shares the analysis and the imported matplotlib
-    without pickling or re-importing them (macOS has fork, but Python calls it unsafe there; Windows has none)."""
-    plans = _figure_plans(analysis, colours, class_labels, train_log, log_key)
-    if processes > 1 and sys.platform.startswith("linux"):
-        return _draw_forked(plans, processes)
-    return [plan() for plan in plans]
-
-
-_PLANS: list = []   # the figure plans of the current _draw_forked call, inherited by its forked workers
-
-
-def _draw_plan(index: int) -> Figure:
-    return _PLANS[index]()
-
-
-def _draw_forked(plans: list, processes: int) -> list[Figure]:
-    import importlib
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    for module in ("matplotlib.figure", "matplotlib.backends.backend_svg"):   # imported once here, not in each worker
-        importlib.import_module(module)
-    global _PLANS
-    _PLANS = plans
-    try:
-        with ProcessPoolExecutor(min(processes, len(plans)), mp_context=multiprocessing.get_context("fork")) as pool:
-            return list(pool.map(_draw_plan, range(len(plans))))
-    except (OSError, BrokenProcessPool):   # no fork allowed here, or a worker died: draw them in this process
-        return [plan() for plan in plans]
-    finally:
-        _PLANS = []
-
-
-def _figure_plans(analysis, colours: list[str], class_labels, train_log, log_key: str) -> list:
-    """One function per figure, each drawing it and returning a Figure."""
-    from ..analyze.decomposition import TRANSITIONS
-
-    class_labels = [plain_text(name) for name in class_labels]
-    epochs = np.array([e.epoch for e in analysis.epochs])
+def _confusion(analysis, class_labels: Sequence[str]) -> Figure:
     views = analysis.epochs
     best, last = analysis.best_loss_index, len(views) - 1
-    side = 2.4 if len(class_labels) <= ANNOTATE_MAX_CLASSES else 3.0
+    labels = _matrix_labels(class_labels)
+    room = _label_room(labels)
+    side = min((WIDTH - room - 20 - 2 * 24) / 3, 240.0)
+    canvas = Canvas(WIDTH, 30 + side + room + 28)
+    a, b = _row_shares(views[best].metrics.confusion), _row_shares(views[last].metrics.confusion)
+    diff = b - a
+    limit = max(float(np.abs(diff).max()), 1e-9)
+    panels = ((colour_map("blues", a), views[best].metrics.confusion, a > 0.6, f"epoch {views[best].epoch} (lowest loss)",
+               False),
+              (colour_map("blues", b), views[last].metrics.confusion, b > 0.6, f"epoch {views[last].epoch} (last)",
+               False),
+              (colour_map("puor", (diff / limit + 1) / 2),
+               views[last].metrics.confusion - views[best].metrics.confusion, np.abs(diff) > 0.6 * limit,
+               "difference (last − best)", True))
+    for k, (rgb, counts, dark, title, signed) in enumerate(panels):
+        _matrix(canvas, room + k * (side + 24), 30, side, rgb, labels, title, counts, dark, k == 0, signed)
+    canvas.text(room + 1.5 * side + 24, canvas.height - 8, "predicted class", FONT_SIZE - 1, "middle", MUTED)
+    return Figure(FigureAnchor.CONFUSION.value, "Confusion matrices at the lowest-loss and last epochs",
+                  "Rows are true classes, normalised to sum to 1 (darker: a larger share of the row); numbers are "
+                  "item counts (the difference shows count changes)."
+                  + ("" if len(class_labels) <= ANNOTATE_MAX_CLASSES else " Classes are numbered in label order."),
+                  canvas.data_uri())
 
-    def curves() -> Figure:
-        figure = _new_figure(7.0, 3.2, top=0.86)
-        draw_curves(figure.add_subplot(), epochs, analysis.losses, analysis.accuracies, best,
-                    analysis.best_accuracy_index, train_log, log_key)
-        return Figure("fig-curves", "Validation loss and accuracy",
-                      "Loss (left axis) and accuracy (right axis) per checkpoint; dashed lines mark the lowest loss and "
-                      "highest accuracy." + (" Grey: curves from the training log." if train_log is not None else ""),
-                      _to_data_uri(figure))
 
-    def decomposition() -> Figure:
-        d = analysis.decomposition
-        height = 1.4 + 0.22 * len(class_labels) if len(class_labels) <= 30 else 8.0
-        figure = _new_figure(7.0, height, left=0.2, right=0.97, bottom=0.5 / height, top=1 - 0.15 / height)
-        draw_decomposition(figure.add_subplot(), d, class_labels, TRANSITIONS)
-        return Figure("fig-decomposition", f"Where the loss change comes from (epoch {views[d.from_index].epoch} → "
-                      f"{views[d.to_index].epoch})",
-                      f"Each bar is one true class's exact part of the change dL = {d.loss_change:+.4f}, split by whether "
-                      "its items were correct or wrong before and after; the bars sum to dL.", _to_data_uri(figure))
+def _flow(analysis, class_labels: Sequence[str]) -> Figure:
+    flow, views = analysis.flow, analysis.epochs
+    moved = flow.counts.copy()
+    np.fill_diagonal(moved, 0)
+    labels = _matrix_labels(class_labels)
+    room = _label_room(labels)
+    side = 260.0
+    canvas = Canvas(WIDTH, 30 + side + room + 28)
+    left = (WIDTH - side) / 2
+    peak = max(int(moved.max()), 1)
+    _matrix(canvas, left, 30, side, colour_map("oranges", moved / peak), labels,
+            f"predictions that changed class ({int(moved.sum())} items)", moved, moved > 0.6 * peak, True)
+    canvas.text(left + side / 2, canvas.height - 8, f"predicted at epoch {views[flow.to_index].epoch}",
+                FONT_SIZE - 1, "middle", MUTED)
+    canvas.text(left - room - 8, 30 + side / 2, f"predicted at epoch {views[flow.from_index].epoch}", FONT_SIZE - 1,
+                "middle", MUTED, rotate=-90, baseline="middle")
+    return Figure(FigureAnchor.FLOW.value, f"Prediction flow, epoch {views[flow.from_index].epoch} → "
+                  f"{views[flow.to_index].epoch}",
+                  "Items whose predicted class changed: predicted class at the earlier epoch (rows) and at the "
+                  "later one (columns); darker: more items.", canvas.data_uri())
 
-    def loss_shares() -> Figure:
-        figure = _new_figure(7.0, 3.2, right=0.97)
-        draw_loss_shares(figure.add_subplot(), epochs, analysis.loss_shares, class_labels, colours)
-        return Figure("fig-loss-shares", "Loss decomposed by class",
-                      "Each band is one class's additive part of the epoch loss (Σ over its items of w[y]·NLL / Σ w[y]); "
-                      "bands sum to the loss.", _to_data_uri(figure))
 
-    def calibration() -> Figure:
-        figure = _new_figure(7.0, 3.2, top=0.86)
-        draw_calibration(figure.add_subplot(), epochs, analysis.losses, np.array([v.scaled_loss for v in views]),
-                         np.array([v.temperature for v in views]),
-                         np.array([v.calibration.expected_calibration_error for v in views]))
-        return Figure("fig-calibration", "Raw vs temperature-scaled loss",
-                      "Temperature scaling (T fitted per epoch, loss cross-fitted on two halves) removes miscalibration "
-                      "but cannot change a single prediction: the gap between the curves is calibration, the scaled "
-                      "curve is discrimination.", _to_data_uri(figure))
+def _logits(analysis, epochs: np.ndarray) -> Figure:
+    views = analysis.epochs
+    canvas = Canvas(WIDTH, 290)
+    outer, inner = _tint("#56B4E9", 0.45), _tint("#0072B2", 0.5)
+    top = 30 + legend(canvas, [LegendEntry("10–90th percentile", outer, box=True),
+                               LegendEntry("25–75th percentile", inner, box=True),
+                               LegendEntry("median", INK),
+                               LegendEntry("flip rate", "#CC79A7", marker="o")], 56, 6, WIDTH - 76)
+    xlim, xticks, xlabels = _epoch_axis(epochs)
+    xticks, xlabels = xticks[::2] if len(xticks) > 5 else xticks, xlabels[::2] if len(xticks) > 5 else xlabels
+    width = (WIDTH - 56 - 20 - 2 * 58) / 3
+    height = 290 - top - 46
+    for k, (title, percentiles) in enumerate((
+            ("logit norm ‖z‖", np.array([v.logits.logit_norm_percentiles for v in views])),
+            ("margin z_y − max other", np.array([v.logits.margin_percentiles for v in views])))):
+        limits, ticks = _scale(percentiles, include=0.0 if k == 1 else None)
+        ax = Axes(canvas, (56 + k * (width + 58), top, width, height), xlim, limits)
+        ax.y_axis(ticks, grid=True)
+        ax.x_axis(xticks, "epoch", xlabels)
+        ax.band(epochs, percentiles[:, 0], percentiles[:, 4], outer)
+        ax.band(epochs, percentiles[:, 1], percentiles[:, 3], inner)
+        ax.line(epochs, percentiles[:, 2], INK, 1.4)
+        if k == 1:
+            ax.hline(0.0, LOSS_COLOUR, DASHED, 0.9)
+        canvas.text(ax.left + width / 2, top - 7, title, FONT_SIZE - 1, "middle")
+        ax.frame()
+    flips = analysis.flip_rates * 100
+    limits, ticks = _scale(flips, include=0.0)
+    ax = Axes(canvas, (56 + 2 * (width + 58), top, width, height), xlim, limits)
+    ax.y_axis(ticks, grid=True)
+    ax.x_axis(xticks, "epoch", xlabels)
+    ax.line(epochs[1:], flips, "#CC79A7", marker="o")
+    canvas.text(ax.left + width / 2, top - 7, "flip rate (% of items)", FONT_SIZE - 1, "middle")
+    ax.frame()
+    return Figure(FigureAnchor.LOGITS.value, "Logit norms, margins and flips",
+                  "Centred-logit norm and margin z_y - max_other per epoch (bands: 10-90th and 25-75th percentiles); "
+                  "flip rate: share of items whose prediction changed since the previous epoch.", canvas.data_uri())
 
-    def reliability() -> Figure:
-        figure = _new_figure(7.0, 3.0, left=0.08, right=0.98, wspace=0.12)
-        left, right = figure.subplots(1, 2, sharey=True)
-        draw_reliability(left, views[best].calibration.reliability, f"epoch {views[best].epoch} (lowest loss)")
-        draw_reliability(right, views[last].calibration.reliability, f"epoch {views[last].epoch} (last)")
-        return Figure("fig-reliability", "Reliability diagrams",
-                      "Accuracy against confidence in 15 equal-width bins; bars below the diagonal are overconfident.",
-                      _to_data_uri(figure))
 
-    def confidence() -> Figure:
-        height = 1.2 + 0.18 * len(epochs) if len(epochs) <= 40 else 8.4
-        figure = _new_figure(7.0, height, left=0.08, right=0.97, wspace=0.35, bottom=0.5 / height, top=1 - 0.3 / height)
-        left, right = figure.subplots(1, 2, sharey=True)
-        draw_confidence_heatmap(left, epochs, np.array([v.hist_correct for v in views]), "correct predictions")
-        draw_confidence_heatmap(right, epochs, np.array([v.hist_wrong for v in views]), "wrong predictions")
-        return Figure("fig-confidence", "Confidence of correct and wrong predictions, every epoch",
-                      "One row per epoch: darker cells hold more of that epoch's correct (left) or wrong (right) "
-                      "predictions.", _to_data_uri(figure))
+def render_figures(analysis, colours: Sequence[str], class_labels: Sequence[str], train_log=None) -> list[Figure]:
+    """The report's figures in the order they appear; ids are the anchors findings link to.
 
-    def confusion() -> Figure:
-        figure = _new_figure(7.2, side + 0.9, left=0.12, right=0.98, bottom=0.9 / (side + 0.9), top=0.9, wspace=0.45)
-        draw_confusions(figure.subplots(1, 3), views[best].metrics.confusion, views[last].metrics.confusion,
-                        class_labels, views[best].epoch, views[last].epoch)
-        return Figure("fig-confusion", "Confusion matrices at the lowest-loss and last epochs",
-                      "Rows are true classes, normalised to sum to 1; numbers are item counts (the difference shows "
-                      "count changes).", _to_data_uri(figure))
-
-    def flow() -> Figure:
-        figure = _new_figure(4.2, side + 1.0, left=0.3, right=0.95, bottom=1.0 / (side + 1.0), top=0.9)
-        draw_flow(figure.add_subplot(), analysis.flow, class_labels)
-        return Figure("fig-flow", f"Prediction flow, epoch {views[analysis.flow.from_index].epoch} → "
-                      f"{views[analysis.flow.to_index].epoch}",
-                      "Items whose predicted class changed: predicted class at the earlier epoch (rows) and at the "
-                      "later one (columns).", _to_data_uri(figure))
-
-    def logits() -> Figure:
-        figure = _new_figure(7.0, 2.6, left=0.07, right=0.98, wspace=0.45, bottom=0.18)
-        draw_logits(figure.subplots(1, 3), epochs, np.array([v.logits.logit_norm_percentiles for v in views]),
-                    np.array([v.logits.margin_percentiles for v in views]), analysis.flip_rates)
-        return Figure("fig-logits", "Logit norms, margins and flips",
-                      "Centred-logit norm and margin z_y - max_other per epoch (bands: 10-90th and 25-75th percentiles); "
-                      "flip rate: share of items whose prediction changed since the previous epoch.", _to_data_uri(figure))
-
-    return [curves, decomposition, loss_shares, calibration, reliability, confidence, confusion, flow, logits]
+    `train_log` (render.input.TrainLogComparison, optional) overlays the logged curves on the loss curve."""
+    epochs = np.array([e.epoch for e in analysis.epochs])
+    return [_curves(analysis, epochs, train_log), _decomposition(analysis, class_labels),
+            _loss_shares(analysis, epochs, class_labels, colours), _calibration(analysis, epochs),
+            _reliability(analysis), _confidence(analysis, epochs), _confusion(analysis, class_labels),
+            _flow(analysis, class_labels), _logits(analysis, epochs)]

@@ -1,11 +1,23 @@
 """HTML through jinja2: autoescaped, strict about undefined names, formatting done in filters."""
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
+import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
-__all__ = ["templates_dir", "make_environment", "render_template"]
+__all__ = ["templates_dir", "make_environment", "render_template", "render_html", "json_island", "page_script"]
+
+# What the page may load: nothing but its own inline styles, data: images and the one inline script whose
+# hash is stated (so neither a class name nor anything else can add a script or fetch from the network).
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {script}; "
+       "base-uri 'none'; form-action 'none'")
+# Characters that must not appear raw inside <script>: '<' could close it ('</script>') or open a comment,
+# '>' and '&' for good measure, U+2028/9 end lines in older JavaScript. JSON's \\u escapes keep them inert.
+JSON_ISLAND_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
 def templates_dir() -> Path:
@@ -35,15 +47,52 @@ def _signed(value: Any, digits: int = 4) -> str:
     return f"{value:+.{digits}f}"
 
 
-def make_environment(autoescape: bool = True):
-    """jinja2 environment over templates/: HTML-autoescaped unless asked (markdown escapes its own way)."""
+def _position(index: int, count: int) -> str:
+    """Where epoch `index` of `count` sits along the slider, as a CSS percentage."""
+    return f"{100 * index / max(count - 1, 1):.3f}%"
+
+
+def json_island(value: Any):
+    """`value` as JSON to place inside <script type="application/json">: compact, with every character that
+    could end the script element or the line escaped (a class name '</script>' stays data)."""
+    from markupsafe import Markup
+
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    for raw, escaped in JSON_ISLAND_ESCAPES.items():
+        text = text.replace(raw, escaped)
+    return Markup(text)
+
+
+@functools.lru_cache(maxsize=1)
+def page_script() -> tuple[str, str]:
+    """The epoch view's script and its CSP source ('sha256-...'), which allows exactly that text to run."""
+    script = (templates_dir() / "epoch_view.js").read_text(encoding="utf-8")
+    if "</" in script or "<!--" in script:
+        raise ValueError("epoch_view.js must not contain '</' or '<!--': it is inlined in a <script> element")
+    return script, "'sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+@functools.lru_cache(maxsize=None)
+def make_environment(autoescape: bool = True, finalize: Callable[[Any], Any] | None = None):
+    """jinja2 environment over templates/: HTML-autoescaped unless asked (markdown escapes its own way, through
+    `finalize`). One per setting and process, so a template is compiled once (the screen and print HTML share it)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     env = Environment(loader=FileSystemLoader(str(templates_dir())), undefined=StrictUndefined,
-                      autoescape=autoescape, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(fmt=_fmt, pct=_pct, signed=_signed)
+                      autoescape=autoescape, trim_blocks=True, lstrip_blocks=True, finalize=finalize)
+    env.filters.update(fmt=_fmt, pct=_pct, signed=_signed, position=_position, json_island=json_island)
     return env
 
 
 def render_template(name: str, **context: Any) -> str:
     return make_environment().get_template(name).render(**context)
+
+
+def render_html(inputs, figures: Sequence, for_print: bool) -> str:
+    """report.html (for_print=False: the epoch slider and its data) or the HTML the PDF is laid out from."""
+    from .context import report_context
+
+    css = (templates_dir() / "report.css").read_text(encoding="utf-8")
+    script, script_source = ("", "'none'") if for_print else page_script()
+    return render_template("report.html.j2", css=css, script=script, csp=CSP.format(script=script_source),
+                           **report_context(inputs, figures, for_print))

@@ -5,7 +5,9 @@ import html
 import re
 from typing import Any
 
+from .context import summary_context
 from .html import make_environment
+from .input import RenderInput
 
 __all__ = ["markdown_escape", "render_markdown"]
 
@@ -19,8 +21,7 @@ def markdown_escape(value: Any) -> str:
     return MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
 
 
-def render_markdown(context: dict[str, Any]) -> str:
+def render_markdown(inputs: RenderInput) -> str:
     """Render report.md.j2; every {{ expression }} passes through markdown_escape."""
-    env = make_environment(autoescape=False)
-    env.finalize = markdown_escape
-    return env.get_template("report.md.j2").render(**context)
+    return make_environment(autoescape=False, finalize=markdown_escape).get_template("report.md.j2").render(
+        **summary_context(inputs))
