@@ -107,6 +107,25 @@ def test_corrupted_cache_entries_are_recomputed(counted_run):
     assert third == first
 
 
+def test_a_changed_byte_inside_a_cached_array_is_caught(counted_run, tmp_path):
+    """One bit flipped in the middle of a cached array's data (the file still parses): zip's CRC-32 of the array
+    catches it when read, and that checkpoint is evaluated again."""
+    import numpy as np
+
+    built, out, report = counted_run
+    first, _ = report()
+    entry = out / sorted(cache_files(out))[0]
+    content = bytearray(entry.read_bytes())
+    with np.load(entry) as archive:
+        nll = archive["nll"]
+    at = bytes(content).find(nll[len(nll) // 2:len(nll) // 2 + 1].tobytes())
+    assert at > 0
+    content[at] ^= 1
+    entry.write_bytes(bytes(content))
+    second, forwards = report()
+    assert forwards == 1 and second == first
+
+
 def test_changed_checkpoint_content_is_reevaluated(counted_run):
     """Same file name, new weights: the cache is keyed by content, not by name or time."""
     built, out, report = counted_run

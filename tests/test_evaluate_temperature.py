@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 
-from postmortem.evaluate.temperature import (CROSSFIT_FOLDS, CROSSFIT_REPEATS, LOG_T_BOUNDS, ShiftedLogits, crossfit_folds,
-                                            crossfit_temperature, fit_temperature, scaled_nll)
+from postmortem.evaluate.temperature import (CROSSFIT_FOLDS, CROSSFIT_REPEATS, LOG_T_BOUNDS, REPEAT_BELOW_GROUPS,
+                                            ShiftedLogits, crossfit_folds, crossfit_temperature, fit_temperature,
+                                            scaled_nll)
 
 
 def _logits(n=400, c=5, scale=3.0, seed=0):
@@ -102,6 +103,13 @@ def test_crossfit_scores_each_fold_with_the_temperature_of_the_other_folds():
     np.testing.assert_allclose(fit.scaled_confidence, expected_confidence, rtol=1e-7)
     assert fit.scaled_loss == pytest.approx(weights @ expected_nll / weights.sum(), rel=1e-7)
     assert fit.temperature == pytest.approx(_scipy_temperature(z, labels, weights), rel=1e-7)
+
+
+def test_one_split_above_the_repeat_threshold():
+    assert len(crossfit_folds(np.arange(REPEAT_BELOW_GROUPS - 1))) == CROSSFIT_REPEATS
+    assert len(crossfit_folds(np.arange(REPEAT_BELOW_GROUPS))) == 1
+    # groups, not items, decide: 10,000 items in 100 dialogues are still a small set of units
+    assert len(crossfit_folds(np.repeat(np.arange(100), 100))) == CROSSFIT_REPEATS
 
 
 def test_crossfit_folds_keep_groups_together_and_repeat_exactly():

@@ -1,7 +1,6 @@
 """Evaluation cache: one .npz per checkpoint under OUT/cache, keyed by checkpoint content and settings."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -17,7 +16,7 @@ from .records import ITEM_SCALARS, EpochRecords, ItemTable
 
 __all__ = ["CachedEpoch", "EvaluationCache", "CACHE_FORMAT"]
 
-CACHE_FORMAT = 3   # bump when EpochRecords or metadata change meaning, so old entries are recomputed
+CACHE_FORMAT = 4   # bump when EpochRecords or metadata change meaning, so old entries are recomputed
 
 
 @dataclass(frozen=True)
@@ -27,16 +26,6 @@ class CachedEpoch:
     items: ItemTable
     records: EpochRecords
     metadata: dict[str, Any]
-
-
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    """sha256 over every array's name, dtype, shape and bytes: a changed or partial entry fails it."""
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        value = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}{value.dtype.str}{value.shape}".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()
 
 
 class EvaluationCache:
@@ -63,6 +52,8 @@ class EvaluationCache:
 
     @staticmethod
     def _read(path: Path) -> CachedEpoch:
+        """An entry, every array read whole: zip's CRC-32 of each array is checked as it is read (a changed byte
+        raises BadZipFile), and a partial write cannot happen (store renames a complete file into place)."""
         try:
             with np.load(path, allow_pickle=False) as archive:
                 meta = json.loads(bytes(archive["meta"]).decode())
@@ -73,11 +64,8 @@ class EvaluationCache:
                                        scaled_loss=float(meta["scaled_loss"]),
                                        **{name: arrays[name] for name in ITEM_SCALARS})
                 items = ItemTable(labels=arrays["labels"], ids=arrays["ids"], groups=arrays["groups"])
-                expected = meta["digest"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError) as exc:
             raise CacheError(f"{path}: unreadable cache entry ({type(exc).__name__}: {exc})") from exc
-        if _digest(arrays) != expected:
-            raise CacheError(f"{path}: cache entry does not match its checksum")
         lengths = {len(items.labels), *(len(getattr(records, name)) for name in ITEM_SCALARS)}
         if len(lengths) != 1:
             raise CacheError(f"{path}: arrays of different lengths")
@@ -94,7 +82,7 @@ class EvaluationCache:
                   **entry.records.arrays()}
         meta = {"format": CACHE_FORMAT, "n_classes": entry.records.n_classes,
                 "temperature": entry.records.temperature, "scaled_loss": entry.records.scaled_loss,
-                "metadata": entry.metadata, "digest": _digest(arrays)}
+                "metadata": entry.metadata}
         handle, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as stream:
