@@ -194,10 +194,10 @@ def bare_loop(run: Path, batch_size: int, device: str) -> None:
 def profiled():
     """Seconds spent in each step of postmortem's evaluation (wall time of the calls, on whichever thread)."""
     from postmortem.evaluate import cache, model_runner, records, runner
-    from postmortem.load import checkpoints, data, spec
+    from postmortem.load import checkpoint_reader, data, spec
 
     seconds: dict[str, float] = {}
-    targets = [(runner, "file_sha256", "hash checkpoint files"), (checkpoints, "read_checkpoint", "read checkpoints"),
+    targets = [(runner, "file_sha256", "hash checkpoint files"), (checkpoint_reader, "read_checkpoint", "read checkpoints"),
                (model_runner, "prepare_model", "build model + load_state_dict"),
                (model_runner, "run_checkpoint", "forward passes"),
                (records.OutputsAccumulator, "finish", "records + temperature fit"),
