@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from _diagnosis_runs import (analysis_of, degrading_run, make_records, overconfident_run, records_from_logits,
-                             validation_label_noise_run)
+from _diagnosis_runs import analysis_of, degrading_run, make_records, overconfident_run, validation_label_noise_run
 from postmortem.diagnose import (Cause, DiagnosisConfig, Finding, FindingKind, Severity, Status, diagnose,
                                  finding_to_json, verdict_to_json)
 from postmortem.diagnose import rules

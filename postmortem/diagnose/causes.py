@@ -228,7 +228,7 @@ def _validation_labels(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
     # (an excess of confident errors also follows from a prior shift, e.g. a class up-weighted in training).
     counted = (rise and n > 0 and flagged.share.above_zero and flagged.share.estimate >= config.min_leading_share
                and not flagged.rest_change.above_zero)
-    facts = (f"confident wrong predictions beyond what calibrated probabilities expect: "
+    facts = ("confident wrong predictions beyond what calibrated probabilities expect: "
              + (", ".join(f"predicted {names[k]} {misses[k].observed:.0f} observed against {misses[k].expected:.1f} "
                           f"expected (excess CI [{misses[k].excess.low:+.1f}, {misses[k].excess.high:+.1f}])"
                           for k in excess) if excess else

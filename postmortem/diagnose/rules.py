@@ -183,21 +183,21 @@ def class_weight_amplification(case: Case) -> Finding | None:
     cause = case.counted(Cause.CLASS_WEIGHTS)
     if cause is None:
         return None
-    c, ledger, analysis = case.comparison, case.comparison.ledger, case.analysis
+    ledger, analysis = case.comparison.ledger, case.analysis
     names = tuple(analysis.classes[k] for k in cause.classes)
     shares = analysis.class_shares
     chosen = list(cause.classes)
     unweighted = ledger.unweighted_loss_change
+    named = (f" {_classes_text(names, 'holds', 'hold', start=True)} {shares.frequency_share[chosen].sum():.1%} of the "
+             f"items but {shares.weight_share[chosen].sum():.1%} of the loss weight, and most of what the weights add "
+             f"(classes named until they reach {case.config.min_class_share:.0%} of it).") if names else ""
     return Finding(
         id=FindingKind.CLASS_WEIGHT_AMPLIFICATION.value,
         severity=Severity.HIGH if cause.leads else Severity.MEDIUM,
         score=ledger.class_weight_share.estimate,
-        title=(f"Class weights make the loss rise: without them it " +
-               ("fell" if unweighted.estimate < 0 else "rose less") + f" ({unweighted.estimate:+.4f})"),
-        summary=(f"{cause.facts}. {_classes_text(names, 'holds', 'hold', start=True)} "
-                 f"{shares.frequency_share[chosen].sum():.1%} of the items but {shares.weight_share[chosen].sum():.1%} "
-                 f"of the loss weight, and most of what the weights add (classes named until they reach "
-                 f"{case.config.min_class_share:.0%} of it)."),
+        title=("Class weights make the loss rise: without them it "
+               + ("fell" if unweighted.estimate < 0 else "rose less") + f" ({unweighted.estimate:+.4f})"),
+        summary=f"{cause.facts}.{named}",
         classes=names,
         evidence={**_interval_evidence("unweighted_loss_change", unweighted),
                   **_interval_evidence("class_weight_share", ledger.class_weight_share),
