@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(only for files you made yourself)")
     inputs.add_argument("--weights", choices=WEIGHT_CHOICES, help="which weights of each checkpoint to evaluate: "
                         "the model's own (default) or its EMA copy (timm, Lightning, torchvision)")
+    inputs.add_argument("--compare", metavar="FROM,TO", help="the two epochs the verdict compares, as numbered in "
+                        "metrics.json (default: the lowest-loss epoch and the last one)")
     running = report.add_argument_group("running")
     running.add_argument("--device", metavar="cpu|cuda|mps", help="where forward passes run (default cpu)")
     running.add_argument("--batch-size", type=int, metavar="N", help="batch size for .pt/.npz data and Datasets (default 512)")

@@ -51,6 +51,7 @@ class ReportConfig:
     train_log: str | None = None
     redact: bool = False
     paper: str = "a4"
+    compare: tuple[int, int] | None = None              # the two epochs the verdict compares (default: best, last)
     diagnosis: tuple[tuple[str, float | int], ...] = ()   # DiagnosisConfig thresholds set in [diagnosis]
 
     @property
@@ -202,6 +203,9 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
         raise ConfigError(f"option 'paper': expected one of {', '.join(PAPER_SIZES)}, got {paper!r}")
     if batch_size < 1:
         raise ConfigError(f"option 'batch-size': expected a positive integer, got {batch_size}")
+    compare = _as_list("compare", merged.get("compare"), int)
+    if compare is not None and len(compare) != 2:
+        raise ConfigError(f"option 'compare': expected two epochs, FROM,TO, got {merged.get('compare')!r}")
     out = merged.get("out")
     strings = {k: (str(merged[k]) if merged.get(k) not in (None, "") else None)
                for k in ("model", "data", "forward", "predictions", "title", "train_log")}
@@ -222,6 +226,7 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
         checkpoints=_checkpoint_locations(merged.get("checkpoints")),
         redact=bool(merged.get("redact", False)),
         paper=paper,
+        compare=compare,
         diagnosis=tuple(merged.get("diagnosis", ())),
         **strings,
     )

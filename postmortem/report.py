@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .config import ReportConfig
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from .diagnose import Verdict
@@ -84,6 +84,18 @@ def _provenance(config: ReportConfig, evaluation, argv: list[str] | None) -> lis
              ("evaluated / from cache", f"{sum(not e.from_cache for e in evaluation.epochs)} / "
                                         f"{sum(e.from_cache for e in evaluation.epochs)}")]
     return rows
+
+
+def _compared_indices(config: ReportConfig, analysis) -> tuple[int | None, int | None]:
+    """--compare FROM,TO as indices into the analysed epochs (None, None: the default comparison)."""
+    if config.compare is None:
+        return None, None
+    numbers = [view.epoch for view in analysis.epochs]
+    missing = [epoch for epoch in config.compare if epoch not in numbers]
+    if missing:
+        raise ConfigError(f"option 'compare': epoch {missing[0]} is not among the evaluated epochs "
+                          f"({', '.join(str(n) for n in numbers)})")
+    return numbers.index(config.compare[0]), numbers.index(config.compare[1])
 
 
 def _weights_row(weights) -> str:
@@ -184,7 +196,7 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     reconciliation = None if evaluation.train_log is None else \
         reconcile_logged_loss(evaluation, evaluation.train_log, tolerance=thresholds.logged_loss_tolerance)
     clock.lap("analyze")
-    diagnosis = diagnose(analysis, thresholds, reconciliation)
+    diagnosis = diagnose(analysis, thresholds, reconciliation, *_compared_indices(config, analysis))
     clock.lap("diagnose")
     train_log = None if evaluation.train_log is None else TrainLogComparison(
         source=evaluation.train_log_source, table=evaluation.train_log, reconciliation=reconciliation,

@@ -108,3 +108,29 @@ def test_sequence_pt_file_with_mask_and_default_forward(tmp_path):
     metrics = _metrics(out)
     assert_metrics_match(metrics, built)
     assert metrics["skipped"] == []
+
+
+def test_compare_chooses_the_epochs_the_verdict_compares(tmp_path, capsys):
+    """--compare FROM,TO: the verdict, its ledger (metrics.json's bootstrap) and the sentences use those epochs;
+    an epoch that was not evaluated is a one-line error."""
+    from postmortem.cli import main
+
+    rng = np.random.default_rng(2)
+    labels = np.arange(600) % 3
+    logits = rng.normal(size=(600, 3))
+    logits[np.arange(600), labels] += 2.0
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for epoch, scale in zip((1, 2, 5, 7), (0.8, 1.2, 2.5, 4.0)):
+        np.savez(preds / f"epoch_{epoch}.npz", outputs=scale * logits, labels=labels)
+    out = tmp_path / "out"
+    report_ok(run_cli("report", tmp_path, "--predictions", preds, "--out", out, "--no-pdf", "--quiet",
+                      "--compare", "5,7"))
+    metrics = _metrics(out)
+    assert (metrics["bootstrap"]["from_epoch"], metrics["bootstrap"]["to_epoch"]) == (5, 7)
+    assert "(epoch 5) →" in metrics["verdict"]["sentences"]["what_happened"]
+    assert metrics["verdict"]["primary_cause"] == "calibration"          # the same logits, only scaled up
+    assert main(["report", str(tmp_path), "--predictions", str(preds), "--out", str(out), "--no-pdf", "--quiet",
+                 "--compare", "1,9"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "option 'compare': epoch 9 is not among the evaluated epochs (1, 2, 5, 7)")

@@ -409,6 +409,7 @@ def test_a_toml_file_that_does_not_parse(tmp_path, capsys):
 
 @pytest.mark.parametrize("options, message", [
     ({"outputs": "logit"}, "option 'outputs': expected one of auto, logits, log_probs, probs, got 'logit'"),
+    ({"compare": "5"}, "option 'compare': expected two epochs, FROM,TO, got '5'"),
     ({"class_weights": "1,x"}, "option 'class-weights': cannot read '1,x'"),
     ({"class_weights": [1, -2]}, "option 'class-weights': weights must be finite and >= 0, got [1.0, -2.0]"),
     ({"class_names": "a,a"}, "option 'class-names': names must be unique, got ['a', 'a']"),
