@@ -29,6 +29,7 @@ from ..analyze.bootstrap import Interval
 from ..analyze.run import RunAnalysis
 from .comparison import Comparison, Status
 from .config import DiagnosisConfig
+from .wording import ci_text, share_text
 
 __all__ = ["Cause", "CauseAssessment", "assess_causes", "label_error_pairs", "LEADING_CAUSES"]
 
@@ -75,20 +76,12 @@ class CauseAssessment:
     leads: bool = False
 
 
-def _ci(interval: Interval, signed: str = "+.4f") -> str:
-    return f"CI [{interval.low:{signed}}, {interval.high:{signed}}]"
-
-
-def _share_text(share: Interval) -> str:
-    return f"{share.estimate:.0%} of the rise (CI {share.low:.0%} to {share.high:.0%})"
-
-
 def _calibration(c: Comparison, rise: bool) -> CauseAssessment:
     ledger = c.ledger
     part, share = ledger.calibration_part, ledger.calibration_share
     counted = rise and share.above_zero
     return CauseAssessment(Cause.CALIBRATION, counted, share,
-                           f"L − L_TS changed {part.estimate:+.4f} ({_ci(part)}): {_share_text(share)}")
+                           f"L − L_TS changed {part.estimate:+.4f} ({ci_text(part)}): {share_text(share)}")
 
 
 def _genuine_degradation(c: Comparison, config: DiagnosisConfig, rise: bool) -> CauseAssessment:
@@ -96,8 +89,8 @@ def _genuine_degradation(c: Comparison, config: DiagnosisConfig, rise: bool) -> 
     scaled, f1 = ledger.scaled_loss_change, ledger.macro_f1_change
     f1_fell = f1.below_zero and -f1.estimate >= config.min_macro_f1_drop
     counted = rise and (scaled.above_zero or f1_fell)
-    facts = (f"scaled-loss change {scaled.estimate:+.4f}, {_ci(scaled)}; macro F1 change {f1.estimate:+.4f}, "
-             f"{_ci(f1)} (counts when below 0 and a fall ≥ {config.min_macro_f1_drop})")
+    facts = (f"scaled-loss change {scaled.estimate:+.4f}, {ci_text(scaled)}; macro F1 change {f1.estimate:+.4f}, "
+             f"{ci_text(f1)} (counts when below 0 and a fall ≥ {config.min_macro_f1_drop})")
     return CauseAssessment(Cause.GENUINE_DEGRADATION, counted, ledger.scaled_share, facts)
 
 
@@ -120,9 +113,9 @@ def _class_weights(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfig
     ledger = c.ledger
     part, share, unweighted = ledger.class_weight_part, ledger.class_weight_share, ledger.unweighted_loss_change
     counted = rise and share.above_zero
-    facts = (f"weighted change {ledger.loss_change.estimate:+.4f} ({_ci(ledger.loss_change)}) against unweighted "
-             f"{unweighted.estimate:+.4f} ({_ci(unweighted)}); the weights add {part.estimate:+.4f} ({_ci(part)}): "
-             f"{_share_text(share)}")
+    facts = (f"weighted change {ledger.loss_change.estimate:+.4f} ({ci_text(ledger.loss_change)}) against unweighted "
+             f"{unweighted.estimate:+.4f} ({ci_text(unweighted)}); the weights add {part.estimate:+.4f} ({ci_text(part)}): "
+             f"{share_text(share)}")
     return CauseAssessment(Cause.CLASS_WEIGHTS, counted, share, facts,
                            classes=_named_classes(ledger.class_weight_effects,
                                                   np.nan_to_num(analysis.class_shares.amplification) > 1, config),
@@ -165,7 +158,7 @@ def _learned_confusion(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
     facts = (f"{names[top.true_class]} → {names[top.predicted_class]}: share of {names[top.true_class]} predicted "
              f"{names[top.predicted_class]} {top.share_before:.1%} → {top.share_after:.1%} (growth "
              f"{top.growth.estimate:+.1%}, CI [{top.growth.low:+.1%}, {top.growth.high:+.1%}], threshold "
-             f"{config.min_confusion_growth:.0%}); those items carry {_share_text(top.share)} (threshold "
+             f"{config.min_confusion_growth:.0%}); those items carry {share_text(top.share)} (threshold "
              f"{config.min_confusion_share:.0%})")
     if not learned:
         return CauseAssessment(Cause.LEARNED_CONFUSION, False, top.share, facts)
@@ -191,8 +184,8 @@ def _class_collapse(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfi
         f"{ledger.recall_changes[k].estimate:+.1%}, CI [{ledger.recall_changes[k].low:+.1%}, "
         f"{ledger.recall_changes[k].high:+.1%}], threshold −{config.min_recall_drop:.0%}), no single class taking "
         f"{config.min_collapse_explained:.0%} of the fall" for k in fallen)
-    facts += (f"; accuracy change {ledger.accuracy_change.estimate:+.2%} ({_ci(ledger.accuracy_change, '+.2%')}); "
-              f"the class{'es' if len(fallen) > 1 else ''}' items carry {_share_text(share)}")
+    facts += (f"; accuracy change {ledger.accuracy_change.estimate:+.2%} ({ci_text(ledger.accuracy_change, '+.2%')}); "
+              f"the class{'es' if len(fallen) > 1 else ''}' items carry {share_text(share)}")
     return CauseAssessment(Cause.CLASS_COLLAPSE, rise and accuracy_held and share.above_zero, share, facts,
                            classes=tuple(fallen), leads=share.estimate >= config.min_leading_share)
 
@@ -237,9 +230,9 @@ def _validation_labels(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
                 if worst else "none")
              + f" (detected at {config.min_miss_ratio:.1f}× beyond noise in one class, then every class above its "
              f"expectation); {n} label-error candidates predicted as "
-             f"{'those classes' if excess else 'such a class'} carry {_share_text(flagged.share)} (threshold "
+             f"{'those classes' if excess else 'such a class'} carry {share_text(flagged.share)} (threshold "
              f"{config.min_leading_share:.0%}); the other items' loss changed {flagged.rest_change.estimate:+.4f} "
-             f"({_ci(flagged.rest_change)}; must not rise)")
+             f"({ci_text(flagged.rest_change)}; must not rise)")
     # The classes named are those whose items carry the wrong labels: the predicted classes with an excess.
     return CauseAssessment(Cause.VALIDATION_LABELS, counted, flagged.share, facts, classes=excess,
                            item_indices=tuple(int(i) for i in flagged.indices), pairs=pairs, leads=True)

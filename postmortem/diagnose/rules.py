@@ -19,10 +19,9 @@ from .comparison import Comparison, Status, compare
 from .config import DiagnosisConfig
 from .findings import FigureAnchor, Finding, FindingKind, Severity
 from .verdict import Verdict, decide
+from .wording import IDS_IN_TEXT, ci_text, epoch_picked_by, ids_text, share_text
 
 __all__ = ["Case", "Diagnosis", "diagnose", "RULES"]
-
-IDS_IN_TEXT = 10
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class Case:
 
     def pick(self, criterion: str) -> str:
         """'epoch N' picked by a criterion of the checkpoint table."""
-        return f"epoch {self.epoch(self.analysis.checkpoint_choice.index_by(criterion))}"
+        return epoch_picked_by(self.analysis, criterion)
 
     def ids(self, indices) -> tuple[str, ...]:
         return tuple(str(self.analysis.ids[i]) for i in list(indices)[:self.config.max_listed_items])
@@ -69,15 +68,6 @@ def _classes_text(names: tuple[str, ...], singular: str = "", plural: str = "", 
     if len(names) == 1:
         return f"{word} {names[0]}" + (f" {singular}" if singular else "")
     return f"{word}es " + ", ".join(names) + (f" {plural}" if plural else "")
-
-
-def _ids_text(ids: tuple[str, ...], total: int) -> str:
-    """The first ids, and where the rest are."""
-    shown = ", ".join(ids[:IDS_IN_TEXT])
-    if total <= IDS_IN_TEXT:
-        return shown
-    listed = "all listed" if len(ids) == total else f"the first {len(ids)} listed"
-    return shown + f" … ({total} in all; {listed} in metrics.json)"
 
 
 def _interval_evidence(name: str, interval) -> dict[str, float]:
@@ -282,11 +272,11 @@ def validation_label_errors(case: Case) -> Finding | None:
         title=f"{len(cause.item_indices)} validation labels look wrong, and they carry the rise",
         summary=(f"{cause.facts}. These items are predicted as another class, confidently after temperature "
                  f"scaling and consistently over the last epochs, while the other items improved: the model is "
-                 f"more likely right than their labels. Ids: {_ids_text(ids, len(cause.item_indices))}."),
+                 f"more likely right than their labels. Ids: {ids_text(ids, len(cause.item_indices))}."),
         classes=tuple(analysis.classes[k] for k in cause.classes),
         evidence={**_interval_evidence("share", cause.share), "n_items": float(len(cause.item_indices))},
         thresholds={"share": case.config.min_leading_share, "share_ci_low": 0.0},
-        next_steps=(f"Audit and fix these validation labels: {_ids_text(ids, len(cause.item_indices))}.",
+        next_steps=(f"Audit and fix these validation labels: {ids_text(ids, len(cause.item_indices))}.",
                     "Then re-run the report: the loss curve of the corrected set is the one to judge by."),
         figure=FigureAnchor.CONFIDENT_ERRORS,
         item_ids=ids,
@@ -316,17 +306,16 @@ def persistent_errors(case: Case) -> Finding | None:
         summary=(f"{len(flagged.indices)} items were wrong with the same prediction at epochs "
                  f"{', '.join(str(case.epoch(i)) for i in window)} and, after temperature scaling, as confident in it "
                  f"as their predicted class's own items are on average (at least "
-                 f"{config.candidate_min_confidence:.0%}). They carry {flagged.share.estimate:.0%} of the rise (CI "
-                 f"{flagged.share.low:.0%} to {flagged.share.high:.0%}) and the other items' loss changed "
-                 f"{flagged.rest_change.estimate:+.4f} (CI [{flagged.rest_change.low:+.4f}, "
-                 f"{flagged.rest_change.high:+.4f}]). Their predicted classes show no more confident errors than "
-                 f"calibrated probabilities expect, so they are not taken for wrong labels. Ids: "
-                 f"{_ids_text(ids, len(flagged.indices))}."),
+                 f"{config.candidate_min_confidence:.0%}). They carry {share_text(flagged.share)} and the other "
+                 f"items' loss changed {flagged.rest_change.estimate:+.4f} ({ci_text(flagged.rest_change)}). Their "
+                 f"predicted classes show no more confident errors than calibrated probabilities expect, so they are "
+                 f"not taken for wrong labels. Ids: "
+                 f"{ids_text(ids, len(flagged.indices))}."),
         classes=tuple(dict.fromkeys(analysis.classes[k] for k in analysis.labels[flagged.indices])),
         evidence={**_interval_evidence("share", flagged.share), **_interval_evidence("rest_change", flagged.rest_change),
                   "n_items": float(len(flagged.indices))},
         thresholds={"share": config.min_leading_share},
-        next_steps=(f"Audit these ids; some may be mislabelled, others hard: {_ids_text(ids, len(flagged.indices))}.",),
+        next_steps=(f"Audit these ids; some may be mislabelled, others hard: {ids_text(ids, len(flagged.indices))}.",),
         figure=FigureAnchor.CONFIDENT_ERRORS,
         item_ids=ids,
     )

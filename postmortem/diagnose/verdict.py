@@ -14,11 +14,11 @@ from ..analyze.run import RunAnalysis
 from .causes import LEADING_CAUSES, Cause, CauseAssessment
 from .comparison import Comparison, Status
 from .config import DiagnosisConfig
+from .wording import epoch_picked_by, ids_text, share_text
 
 __all__ = ["Verdict", "VerdictSentences", "decide", "verdict_to_json"]
 
 MAX_STEPS = 3
-IDS_IN_TEXT = 10
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,6 @@ def _rank(assessments: tuple[CauseAssessment, ...]) -> list[CauseAssessment]:
     return primary + rest
 
 
-def _pick(analysis: RunAnalysis, criterion: str) -> str:
-    return f"epoch {analysis.epochs[analysis.checkpoint_choice.index_by(criterion)].epoch}"
-
-
 def _best_recall_epoch(analysis: RunAnalysis, k: int) -> int:
     recalls = [e.metrics.per_class[k].recall if e.metrics.per_class[k].recall is not None else -1.0
                for e in analysis.epochs]
@@ -95,7 +91,7 @@ def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison) -> str:
     """What a counted cause says in plain words, with the numbers that carry it (the full numbers are in its
     assessment's facts, which the report's cause table shows)."""
     names, ledger = analysis.classes, c.ledger
-    share = (f"{a.share.estimate:.0%} of the rise (CI {a.share.low:.0%} to {a.share.high:.0%})" if a.share else "")
+    share = share_text(a.share) if a.share else ""
     if a.cause is Cause.CALIBRATION:
         return (f"the model's confidence, not its decisions: temperature scaling removes {share}; the fitted "
                 f"temperature went {analysis.epochs[c.from_index].temperature:.2f} → "
@@ -163,28 +159,27 @@ def _step(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, ids: tuple[s
         return (f"Temperature-scale the checkpoint you deploy (T ≈ {last.temperature:.2f} at epoch {last.epoch}, "
                 f"fitted on held-out data: its loss goes {last.metrics.loss:.4f} → about {last.scaled_loss:.4f}, "
                 f"decisions unchanged), or pick the checkpoint by the loss after scaling "
-                f"({_pick(analysis, 'lowest loss after temperature scaling')}).")
+                f"({epoch_picked_by(analysis, 'lowest loss after temperature scaling')}).")
     if a.cause is Cause.GENUINE_DEGRADATION:
-        return (f"Stop earlier ({_pick(analysis, 'lowest loss after temperature scaling')} has the lowest loss after "
-                f"scaling, {_pick(analysis, 'highest macro F1')} the best macro F1) and regularise: weight decay, "
+        return (f"Stop earlier ({epoch_picked_by(analysis, 'lowest loss after temperature scaling')} has the lowest loss after "
+                f"scaling, {epoch_picked_by(analysis, 'highest macro F1')} the best macro F1) and regularise: weight decay, "
                 "dropout, augmentation or more data; lower the learning rate late.")
     if a.cause is Cause.CLASS_COLLAPSE:
         k = a.classes[0]
-        return (f"Pick the checkpoint by macro F1 ({_pick(analysis, 'highest macro F1')}) or by {names[k]}'s recall "
+        return (f"Pick the checkpoint by macro F1 ({epoch_picked_by(analysis, 'highest macro F1')}) or by {names[k]}'s recall "
                 f"(epoch {_best_recall_epoch(analysis, k)}), and find why {names[k]}'s training signal weakened "
                 "(its share of the training data, sampling, augmentation).")
     if a.cause is Cause.LEARNED_CONFUSION:
         x, y = a.pairs[0]
         return (f"Check the TRAINING labels of {names[x]} and {names[y]} (items of {names[x]} labelled {names[y]}) "
                 f"and the features that separate the two; until then pick by macro F1 "
-                f"({_pick(analysis, 'highest macro F1')}).")
+                f"({epoch_picked_by(analysis, 'highest macro F1')}).")
     if a.cause is Cause.VALIDATION_LABELS:
-        shown = ", ".join(ids[:IDS_IN_TEXT]) + (f" … ({len(ids)} in all, listed in metrics.json)"
-                                                if len(ids) > IDS_IN_TEXT else "")
-        return f"Audit the labels of these validation items and fix them before reading the loss curve: {shown}."
+        return ("Audit the labels of these validation items and fix them before reading the loss curve: "
+                f"{ids_text(ids, len(a.item_indices))}.")
     if a.cause is Cause.CLASS_WEIGHTS:
         return ("Judge checkpoints by the unweighted loss or macro F1 "
-                f"({_pick(analysis, 'highest macro F1')} by macro F1); soften the class weights (e.g. the square "
+                f"({epoch_picked_by(analysis, 'highest macro F1')} by macro F1); soften the class weights (e.g. the square "
                 "root of inverse frequency) or use class-balanced sampling.")
     return ("Fix the logged validation loss (reduce as the loss does, in eval mode, on the same data) and judge "
             "the run by the recomputed curve meanwhile.")
@@ -194,9 +189,9 @@ def _what_to_try(ranked: list[CauseAssessment], analysis: RunAnalysis, c: Compar
     if c.status is Status.UNRESOLVED:
         return ("Don't act on this difference yet: enlarge the validation set (see above how much) or compare "
                 "several seeds, then look again; meanwhile keep the checkpoint with the lowest validation loss "
-                f"({_pick(analysis, 'lowest loss')}).")
+                f"({epoch_picked_by(analysis, 'lowest loss')}).")
     if c.status is Status.NO_RISE and not ranked:
-        return f"Nothing to fix here: keep the checkpoint with the lowest validation loss ({_pick(analysis, 'lowest loss')})."
+        return f"Nothing to fix here: keep the checkpoint with the lowest validation loss ({epoch_picked_by(analysis, 'lowest loss')})."
     return " ".join(_step(a, analysis, c, ids) for a in ranked[:MAX_STEPS])
 
 
