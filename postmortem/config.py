@@ -12,7 +12,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from .diagnose.config import DIAGNOSIS_TABLE, DiagnosisConfig
 from .errors import ConfigError
 
 __all__ = ["ReportConfig", "OUTPUT_KINDS", "WEIGHT_CHOICES", "CONFIG_FILE_NAME", "read_config_file", "build_config"]
@@ -79,6 +78,10 @@ def read_config_file(run: Path) -> dict[str, Any]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable TOML file ({exc})") from exc
+    # Imported here, not at the top: the diagnose package brings in the analyses and scipy (0.1 s), which
+    # `postmortem --help` and a report without postmortem.toml need no sooner than their diagnosis stage.
+    from .diagnose.config import DIAGNOSIS_TABLE
+
     options: dict[str, Any] = {}
     if DIAGNOSIS_TABLE in raw:
         options["diagnosis"] = _diagnosis_thresholds(path, raw.pop(DIAGNOSIS_TABLE))
@@ -99,6 +102,8 @@ def read_config_file(run: Path) -> dict[str, Any]:
 def _diagnosis_thresholds(path: Path, table: Any) -> tuple[tuple[str, float | int], ...]:
     """The [diagnosis] table: DiagnosisConfig thresholds by name (dashes or underscores), each a number of its
     field's type (an integer field takes only integers)."""
+    from .diagnose.config import DIAGNOSIS_TABLE, DiagnosisConfig   # as in read_config_file
+
     defaults = {f.name: getattr(DiagnosisConfig(), f.name) for f in fields(DiagnosisConfig)}
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [{DIAGNOSIS_TABLE}] must be a table of thresholds, got {table!r}")

@@ -73,8 +73,8 @@ class ShiftedLogits:
         row_max = z.max(axis=1)
         return cls(z - row_max[:, None], z[np.arange(len(labels)), labels] - row_max)
 
-    def rows(self, which: slice) -> ShiftedLogits:
-        """A view of some rows (no copy)."""
+    def rows(self, which) -> ShiftedLogits:
+        """Some rows: a slice gives a view (no copy), an index array a copy."""
         return type(self)(self.shifted[which], self.true_gap[which])
 
     def blocks(self, beta: float):
