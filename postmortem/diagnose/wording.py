@@ -1,0 +1,34 @@
+"""How the diagnosis words its numbers, in one place for the causes, the findings and the verdict: intervals,
+shares of the rise, item ids, and the epoch a checkpoint criterion picks."""
+from __future__ import annotations
+
+from ..analyze.bootstrap import Interval
+from ..analyze.run import RunAnalysis
+
+__all__ = ["IDS_IN_TEXT", "ci_text", "share_text", "ids_text", "epoch_picked_by"]
+
+IDS_IN_TEXT = 10          # item ids a sentence shows; metrics.json lists up to DiagnosisConfig.max_listed_items
+
+
+def ci_text(interval: Interval, spec: str = "+.4f") -> str:
+    """'CI [low, high]' in the given format."""
+    return f"CI [{interval.low:{spec}}, {interval.high:{spec}}]"
+
+
+def share_text(share: Interval) -> str:
+    """'87% of the rise (CI 67% to 145%)'."""
+    return f"{share.estimate:.0%} of the rise (CI {share.low:.0%} to {share.high:.0%})"
+
+
+def ids_text(ids: tuple[str, ...], total: int) -> str:
+    """The first ids, and where the rest are."""
+    shown = ", ".join(ids[:IDS_IN_TEXT])
+    if total <= IDS_IN_TEXT:
+        return shown
+    listed = "all listed" if len(ids) == total else f"the first {len(ids)} listed"
+    return shown + f" … ({total} in all; {listed} in metrics.json)"
+
+
+def epoch_picked_by(analysis: RunAnalysis, criterion: str) -> str:
+    """'epoch N': the epoch a criterion of the checkpoint table picks."""
+    return f"epoch {analysis.epochs[analysis.checkpoint_choice.index_by(criterion)].epoch}"
