@@ -126,6 +126,8 @@ def test_overconfidence_is_calibration_and_nothing_else(overconfident):
 def test_degradation_leads_with_calibration_contributing(degrading):
     v = degrading.verdict
     assert v.primary_cause is Cause.GENUINE_DEGRADATION and Cause.CALIBRATION in v.contributing_causes
+    # the decisions got worse: calibration's part is told without "not its decisions"
+    assert "the model's confidence:" in v.sentences.model_or_else and "not its decisions" not in v.sentences.model_or_else
     assert v.cause_shares[Cause.GENUINE_DEGRADATION].low > 0
     finding = _finding(degrading, FindingKind.GENUINE_DEGRADATION)
     assert finding.evidence["scaled_loss_change_ci_low"] > 0 and finding.evidence["macro_f1_change_ci_high"] < 0
@@ -153,6 +155,11 @@ def test_class_weights_lead_when_the_unweighted_loss_fell():
     assert Cause.GENUINE_DEGRADATION in v.contributing_causes
     finding = _finding(diagnosis, FindingKind.CLASS_WEIGHT_AMPLIFICATION)
     assert finding.classes == ("c3",) and finding.evidence["unweighted_loss_change"] < 0
+    # the title says "fell" only when the unweighted change's interval is below 0, and prints that interval
+    unweighted = ledger.unweighted_loss_change
+    assert ("without them it fell" in finding.title) == unweighted.below_zero
+    assert ("without them it did not rise" in finding.title) == (not unweighted.below_zero)
+    assert f"CI [{unweighted.low:+.4f}, {unweighted.high:+.4f}]" in finding.title
     assert finding.evidence["weight_share"] == pytest.approx(0.4) and finding.evidence["frequency_share"] == 0.0625
 
 

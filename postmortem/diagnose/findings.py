@@ -25,7 +25,7 @@ class FindingKind(str, enum.Enum):
     GENUINE_DEGRADATION = "genuine_degradation"
     """The scaled loss rose beyond its own interval, or macro F1 fell beyond its interval: real overfitting."""
     CLASS_WEIGHT_AMPLIFICATION = "class_weight_amplification"
-    """The class weights add to the rise beyond noise (the unweighted loss rose less, or fell)."""
+    """The class weights add to the rise beyond noise (the unweighted loss rose less, did not rise, or fell)."""
     CLASS_COLLAPSE = "class_collapse"
     """A class's recall fell beyond its interval while accuracy held."""
     LEARNED_CONFUSION = "learned_confusion"

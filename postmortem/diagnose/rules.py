@@ -185,8 +185,10 @@ def class_weight_amplification(case: Case) -> Finding | None:
         id=FindingKind.CLASS_WEIGHT_AMPLIFICATION.value,
         severity=Severity.HIGH if cause.leads else Severity.MEDIUM,
         score=ledger.class_weight_share.estimate,
+        # "fell" only when the unweighted change's interval is below 0; "did not rise" when it includes 0
         title=("Class weights make the loss rise: without them it "
-               + ("fell" if unweighted.estimate < 0 else "rose less") + f" ({unweighted.estimate:+.4f})"),
+               + ("fell" if unweighted.below_zero else "rose less" if unweighted.above_zero else "did not rise")
+               + f" ({unweighted.estimate:+.4f}, {ci_text(unweighted)})"),
         summary=f"{cause.facts}.{named}",
         classes=names,
         evidence={**_interval_evidence("unweighted_loss_change", unweighted),

@@ -87,13 +87,15 @@ def _what_happened(analysis: RunAnalysis, c: Comparison) -> str:
     return head
 
 
-def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison) -> str:
+def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, degraded: bool = False) -> str:
     """What a counted cause says in plain words, with the numbers that carry it (the full numbers are in its
-    assessment's facts, which the report's cause table shows)."""
+    assessment's facts, which the report's cause table shows); `degraded`: genuine degradation counts too, so
+    calibration does not say the decisions held."""
     names, ledger = analysis.classes, c.ledger
     share = share_text(a.share) if a.share else ""
     if a.cause is Cause.CALIBRATION:
-        return (f"the model's confidence, not its decisions: temperature scaling removes {share}; the fitted "
+        return (f"the model's confidence{'' if degraded else ', not its decisions'}: temperature scaling removes "
+                f"{share}; the fitted "
                 f"temperature went {analysis.epochs[c.from_index].temperature:.2f} → "
                 f"{analysis.epochs[c.to_index].temperature:.2f}")
     if a.cause is Cause.GENUINE_DEGRADATION:
@@ -142,10 +144,10 @@ def _model_or_else(ranked: list[CauseAssessment], assessments, analysis: RunAnal
     if not ranked:
         return ("No assessed cause reaches beyond noise: " + "; ".join(
             f"{a.cause.value.replace('_', ' ')}: {a.facts}" for a in assessments) + ".")
-    text = f"Mostly {_phrase(ranked[0], analysis, c)}."
-    if len(ranked) > 1:
-        text += " Also " + "; and ".join(_phrase(a, analysis, c) for a in ranked[1:]) + "."
     degradation = next(a for a in assessments if a.cause is Cause.GENUINE_DEGRADATION)
+    text = f"Mostly {_phrase(ranked[0], analysis, c, degradation.counted)}."
+    if len(ranked) > 1:
+        text += " Also " + "; and ".join(_phrase(a, analysis, c, degradation.counted) for a in ranked[1:]) + "."
     if not degradation.counted:
         scaled = c.ledger.scaled_loss_change
         text += (f" Genuine degradation: not detected (scaled-loss change {scaled.estimate:+.4f}, "
