@@ -151,8 +151,10 @@ def test_class_weights_lead_when_the_unweighted_loss_fell():
     ledger = diagnosis.comparison.ledger
     assert ledger.unweighted_loss_change.estimate < 0 < ledger.loss_change.low
     assert v.primary_cause is Cause.CLASS_WEIGHTS and v.classes == ("c3",)
-    # the scaled loss rose as much (no calibration gap here), so degradation counts too, but the weights lead
+    # the scaled loss rose as much (no calibration gap here), so degradation counts too, but the weights lead;
+    # with the model worse as well, the verdict does not say "not the model"
     assert Cause.GENUINE_DEGRADATION in v.contributing_causes
+    assert "the loss's class weights:" in v.sentences.model_or_else and "not the model" not in v.sentences.model_or_else
     finding = _finding(diagnosis, FindingKind.CLASS_WEIGHT_AMPLIFICATION)
     assert finding.classes == ("c3",) and finding.evidence["unweighted_loss_change"] < 0
     # the title says "fell" only when the unweighted change's interval is below 0, and prints that interval

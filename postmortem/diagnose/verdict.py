@@ -90,7 +90,7 @@ def _what_happened(analysis: RunAnalysis, c: Comparison) -> str:
 def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, degraded: bool = False) -> str:
     """What a counted cause says in plain words, with the numbers that carry it (the full numbers are in its
     assessment's facts, which the report's cause table shows); `degraded`: genuine degradation counts too, so
-    calibration does not say the decisions held."""
+    no cause says the model's decisions held ("not the model", "not its decisions")."""
     names, ledger = analysis.classes, c.ledger
     share = share_text(a.share) if a.share else ""
     if a.cause is Cause.CALIBRATION:
@@ -120,7 +120,7 @@ def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, degraded: 
                 "features that separate these classes, not these validation items")
     if a.cause is Cause.VALIDATION_LABELS:
         rest = ledger.flagged(a.pairs).rest_change
-        return (f"the validation labels, not the model: {len(a.item_indices)} items that the model predicts as "
+        return (f"the validation labels{'' if degraded else ', not the model'}: {len(a.item_indices)} items that the model predicts as "
                 f"{', '.join(names[k] for k in a.classes)}, more often confidently against their label than "
                 f"calibrated probabilities allow, carry {share}, while the other items' loss changed "
                 f"{rest.estimate:+.4f} (CI [{rest.low:+.4f}, {rest.high:+.4f}])")
@@ -128,15 +128,15 @@ def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, degraded: 
         unweighted = ledger.unweighted_loss_change
         classes = f"; the up-weighted class{'es' if len(a.classes) > 1 else ''} {', '.join(names[k] for k in a.classes)} " \
                   f"carr{'y' if len(a.classes) > 1 else 'ies'} what they add" if a.classes else ""
-        return (f"the loss's class weights, not the model: without them the loss changed {unweighted.estimate:+.4f} "
+        return (f"the loss's class weights{'' if degraded else ', not the model'}: without them the loss changed {unweighted.estimate:+.4f} "
                 f"(CI [{unweighted.low:+.4f}, {unweighted.high:+.4f}]); the weights make {share}{classes}")
     return f"the logged loss: {a.facts}"
 
 
 def _model_or_else(ranked: list[CauseAssessment], assessments, analysis: RunAnalysis, c: Comparison) -> str:
     if c.status is Status.UNRESOLVED:
-        return ("Not resolved: with the rise's interval including 0, no cause is claimed; every assessed cause "
-                "is listed with its share below for reference only.")
+        return ("Not resolved: with the rise's interval including 0, no cause is claimed; the assessed causes' "
+                "shares (the report's cause table, metrics.json) are for reference only.")
     if c.status is Status.NO_RISE:
         logged = [a for a in ranked if a.cause is Cause.LOGGING_MISMATCH]
         return ("Nothing rose to explain." + (f" But {_phrase(logged[0], analysis, c)}: the rise seen in the "
