@@ -126,16 +126,20 @@ def _write_atomically(files: dict[str, bytes], out_dir: Path) -> list[Path]:
     return [target for _, target in staged]
 
 
-def _cached_pdf(directory: Path, print_html: str) -> bytes:
-    """The PDF of this exact print HTML from OUT/cache/report-KEY.pdf when it was laid out before (weasyprint
-    takes seconds), keyed by the HTML, the PDF code and weasyprint's version; else laid out now and stored there
-    (replacing older ones: only the latest is worth keeping). A corrupt entry is laid out again."""
+def _cached_pdf(directory: Path, print_html: str, generated: str) -> bytes:
+    """The PDF of this print HTML from OUT/cache/report-KEY.pdf when it was laid out before (weasyprint takes
+    seconds), keyed by the HTML, the PDF code and weasyprint's version; else laid out now and stored there
+    (replacing older ones: only the latest is worth keeping). A corrupt entry is laid out again.
+
+    The key leaves out the `generated` stamp (the minute the report was written, in the page header): with it,
+    every re-render a minute later laid the same report out again. The reused PDF keeps the date it was laid out."""
     import hashlib
     from importlib.metadata import version
 
     from .render import pdf
 
-    key = hashlib.sha256(print_html.encode() + Path(pdf.__file__).read_bytes() + version("weasyprint").encode())
+    key = hashlib.sha256(print_html.replace(generated, "").encode() + Path(pdf.__file__).read_bytes()
+                         + version("weasyprint").encode())
     path = directory / f"report-{key.hexdigest()[:32]}.pdf"
     try:
         data = path.read_bytes()
@@ -220,7 +224,8 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     if not config.no_pdf:
         announce("laying out report.pdf")
         # The PDF shows the key epochs in full (weasyprint lays out ~1 ms per table cell); the HTML shows all.
-        files["report.pdf"] = _cached_pdf(config.out_dir / "cache", render_html(inputs, figures, for_print=True))
+        files["report.pdf"] = _cached_pdf(config.out_dir / "cache", render_html(inputs, figures, for_print=True),
+                                          inputs.generated)
         clock.lap("pdf")
     written = _write_atomically(files, config.out_dir)
     clock.lap("write")
