@@ -7,7 +7,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
 from postmortem.analyze.calibration import (adaptive_calibration_error, brier_loss, epoch_calibration,
-                                            expected_calibration_error, reliability_diagram)
+                                            expected_calibration_error, reliability_diagram, stable_argsort)
 
 CONFIDENCE = np.array([0.95, 0.95, 0.55, 0.55, 0.25])
 CORRECT = np.array([True, False, True, True, False])
@@ -80,3 +80,15 @@ def test_no_wrong_predictions_gives_nan_not_an_error():
                               entropy=np.array([0.3, 0.5]), sum_sq_prob=np.array([0.82, 0.68]))
     result = epoch_calibration(np.array([0, 1]), records)
     assert np.isnan(result.mean_confidence_wrong) and np.isnan(result.mean_entropy_wrong)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_stable_argsort_is_numpys_stable_argsort(seed):
+    """The order adaptive ECE's equal-mass runs are cut from, ties (a saturated confidence of 1.0) in index order."""
+    rng = np.random.default_rng(seed)
+    values = rng.random(3_000)
+    if seed % 2:
+        values = rng.choice(rng.random(40), 3_000)          # many ties
+    if seed >= 3:
+        values[rng.random(3_000) < 0.3] = 1.0               # a third saturated
+    np.testing.assert_array_equal(stable_argsort(values), np.argsort(values, kind="stable"))

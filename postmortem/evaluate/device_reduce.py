@@ -30,6 +30,14 @@ class TensorShiftedLogits(ShiftedLogits):
         mean = (e * self.shifted).sum(dim=1) / norm
         return mean, (e * self.shifted.square()).sum(dim=1) / norm - mean.square()
 
+    def central_moments(self, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        e = torch.exp(self.shifted * beta)
+        norm = e.sum(dim=1)
+        mean = (e * self.shifted).sum(dim=1) / norm
+        centred = self.shifted - mean[:, None]
+        e_square = e * centred.square()
+        return mean, e_square.sum(dim=1) / norm, (e_square * centred).sum(dim=1) / norm
+
     def scaled(self, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         log_norm = torch.log(torch.exp(self.shifted * beta).sum(dim=1))
         return log_norm - beta * self.true_gap, torch.exp(-log_norm)

@@ -85,6 +85,24 @@ def detect_output_kind(outputs: np.ndarray) -> str:
 
 
 LOG_TINY = float(np.log(np.finfo(np.float64).tiny))   # the float64 floor for log-probabilities of exactly 0
+FOLD_COLUMNS_UP_TO = 64   # row_max folds columns up to this many classes (measured 3-9x faster at 7 and 20
+                          # classes, 1.7x slower at 100)
+
+
+def row_max(values, xp):
+    """Each row's maximum. numpy reduces a short row at a time (over 7 or 20 classes a max costs 3-10x an exp of
+    the same block), so up to FOLD_COLUMNS_UP_TO classes the columns are folded with an elementwise maximum."""
+    if xp is not np or values.shape[1] > FOLD_COLUMNS_UP_TO:
+        return xp.amax(values, axis=1)
+    result = values[:, 0].copy()
+    for column in range(1, values.shape[1]):
+        np.maximum(result, values[:, column], out=result)
+    return result
+
+
+def row_sum(values, xp):
+    """Each row's sum (einsum: 4-5x faster than sum(axis=1) on short rows, in numpy and torch alike)."""
+    return xp.einsum("ij->i", values)
 
 
 def score_rows(scores, labels, at, xp) -> tuple[int, dict | None, object, object]:
@@ -92,32 +110,44 @@ def score_rows(scores, labels, at, xp) -> tuple[int, dict | None, object, object
     `xp` is the module (torch takes numpy's axis/keepdims spellings), so the host and the device reductions
     share these formulas; `at` is arange(n) there. Returns (items with no probabilities, records, shifted logits
     s = z - max z with zero probabilities clamped at LOG_TINY, s at the labels); items have no probabilities when
-    a score is NaN or +inf, or all are -inf (a single -inf is a probability of 0), and then the rest is None."""
+    a score is NaN or +inf, or all are -inf (a single -inf is a probability of 0), and then the rest is None.
+
+    With e = exp(s) and n = sum_k e_k (p = e / n, log p = s - log n), each record comes from row sums, without
+    the N x C matrices of p and log p: the top class has s = 0, so its probability is exactly 1 / n; -log p_y =
+    log n - s_y; the entropy -sum p log p = log n - sum_k e_k s_k / n; sum p^2 = sum_k e_k^2 / n^2.
+    """
     finite = bool(xp.isfinite(scores).all())
     if not finite:
         n_nonfinite = int((xp.isnan(scores).any(axis=1) | xp.isposinf(scores).any(axis=1)
                            | xp.isneginf(scores).all(axis=1)).sum())
         if n_nonfinite:
             return n_nonfinite, None, None, None
-    s = scores - xp.amax(scores, axis=1, keepdims=True)
+    s = scores - row_max(scores, xp)[:, None]
     e = xp.exp(s)
-    norm = e.sum(axis=1, keepdims=True)
-    log_probs = s - xp.log(norm)
-    probs = e / norm
+    norm = row_sum(e, xp)
+    log_norm = xp.log(norm)
     pred = s.argmax(axis=1)
-    is_label = xp.zeros_like(s, dtype=bool)
-    is_label[at, labels] = True
-    records = {"pred": pred, "confidence": probs[at, pred], "nll": -log_probs[at, labels],
+    true_gap = s[at, labels]
+    # s * e is NaN where a probability is exactly 0 (s = -inf); p log p is 0 there
+    e_s = row_sum(e * (s if finite else xp.where(e > 0, s, 0.0)), xp)
+    records = {"pred": pred, "confidence": 1.0 / norm, "nll": log_norm - true_gap,
                # one class: the max over no other class is -inf, so the margin is +inf
-               "margin": s[at, labels] - xp.amax(xp.where(is_label, -xp.inf, s), axis=1),
-               # p log p is 0 where p is 0 (and log p is -inf)
-               "entropy": -xp.einsum("ij,ij->i", probs, log_probs if finite else xp.where(probs > 0, log_probs, 0.0)),
-               "sum_sq_prob": xp.einsum("ij,ij->i", probs, probs)}
+               "margin": true_gap - row_max(_without_labels(s, labels, at, xp), xp),
+               "entropy": log_norm - e_s / norm,
+               "sum_sq_prob": row_sum(e * e, xp) / (norm * norm)}
     if not finite:   # probabilities of exactly 0: clamped, so the logits (and the temperature fit) stay finite
         s = s.clip(min=LOG_TINY)
-    centred = s - s.mean(axis=1, keepdims=True)
-    records["logit_norm"] = xp.sqrt(xp.einsum("ij,ij->i", centred, centred))
-    return 0, records, s, s[at, labels]
+        true_gap = s[at, labels]
+    centred = s - (row_sum(s, xp) / s.shape[1])[:, None]
+    records["logit_norm"] = xp.sqrt(row_sum(centred * centred, xp))
+    return 0, records, s, true_gap
+
+
+def _without_labels(s, labels, at, xp):
+    """A copy of s with -inf at each row's label (for the largest other score)."""
+    others = s.clone() if xp is not np else s.copy()
+    others[at, labels] = -xp.inf
+    return others
 
 
 def reduce_outputs(outputs: np.ndarray, labels: np.ndarray, item_weights: np.ndarray, kind: str = "logits", *,
@@ -278,14 +308,20 @@ class OutputsAccumulator:
 
 def _step_ids(base: np.ndarray, steps: int) -> np.ndarray:
     """'id:t' for every step t of every sequence id."""
-    return np.char.add(np.char.add(base.astype(str)[:, None], ":"), np.arange(steps).astype(str)[None, :])
+    return np.char.add(np.char.add(base.astype(str)[:, None], ":"), _decimal(np.arange(steps))[None, :])
+
+
+def _decimal(values: np.ndarray) -> np.ndarray:
+    """Non-negative integers as decimal strings no wider than the longest (astype(str) gives 21 characters each,
+    four times the cache's bytes for ids of 20,000 items)."""
+    return values.astype(f"U{len(str(values.max(initial=0)))}")
 
 
 @lru_cache(maxsize=1024)
 def _position_ids(start: int, n: int, steps: int | None) -> np.ndarray:
     """Default ids of a batch from its position in the data (read-only, shared by every epoch of a run:
     making the strings costs more than a small model's forward pass on the same batch)."""
-    base = np.arange(start, start + n).astype(str)
+    base = _decimal(np.arange(start, start + n))
     ids = base if steps is None else _step_ids(base, steps)
     ids.flags.writeable = False
     return ids
