@@ -8,14 +8,14 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import CacheError
 from .records import ITEM_SCALARS, EpochRecords, ItemTable
 
-__all__ = ["CachedEpoch", "EvaluationCache", "CACHE_FORMAT"]
+__all__ = ["CachedEpoch", "EvaluationCache", "remember_data", "recall_data", "CACHE_FORMAT"]
 
 CACHE_FORMAT = 4   # bump when EpochRecords or metadata change meaning, so old entries are recomputed
 
@@ -93,18 +93,44 @@ class EvaluationCache:
         return CachedEpoch(items, records, meta["metadata"])
 
     def store(self, content_sha256: str, entry: CachedEpoch) -> None:
-        """Write atomically: a temporary file in the same folder, then a rename."""
+        """Write one checkpoint's entry (atomically)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         arrays = {"labels": entry.items.labels, "ids": entry.items.ids.astype(str), "groups": entry.items.groups,
                   **entry.records.arrays()}
         meta = {"format": CACHE_FORMAT, "n_classes": entry.records.n_classes,
                 "temperature": entry.records.temperature, "scaled_loss": entry.records.scaled_loss,
                 "metadata": entry.metadata, "checksum": _checksum(arrays)}
-        handle, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-            os.replace(tmp_name, self.path_for(content_sha256))
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        _write_atomically(self.path_for(content_sha256), lambda stream: np.savez(
+            stream, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays))
+
+
+def _data_record_path(directory: Path, data_key: str) -> Path:
+    return directory / f"data-{data_key[:32]}.json"
+
+
+def remember_data(directory: Path, data_key: str, fingerprint: str) -> None:
+    """Keep beside the cache entries the fingerprint of the batches read from the data file named by `data_key` (its
+    bytes and how it is read), so that a later run finds its entries without reading the data (and importing torch)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    content = json.dumps({"fingerprint": fingerprint}).encode()
+    _write_atomically(_data_record_path(directory, data_key), lambda stream: stream.write(content))
+
+
+def recall_data(directory: Path, data_key: str) -> str | None:
+    """The fingerprint remember_data kept for this key; None when there is none or it cannot be read."""
+    try:
+        return str(json.loads(_data_record_path(directory, data_key).read_text(encoding="utf-8"))["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_atomically(path: Path, write: Callable[[Any], Any]) -> None:
+    """write(stream) into a temporary file in the same folder, then a rename: never a partial file."""
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

@@ -19,7 +19,7 @@ from ..load.discovery import (ORDER_KEYS, CheckpointFile, choose_order_key, disc
                               last_integer, order_checkpoints)
 from ..load.train_log import FoundTrainLog, find_train_log
 from . import distributed
-from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache
+from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache, recall_data, remember_data
 from .records import EpochRecords, HostOutputs, ItemTable, OutputsAccumulator, counted_rows, detect_output_kind
 
 __all__ = ["EvaluatedEpoch", "Skipped", "NonFiniteEpoch", "WeightsUsed", "Evaluation", "evaluate_run"]
@@ -164,10 +164,12 @@ def _nonfinite_error(exc: NonFiniteOutputsError, source: CheckpointFile, metadat
 
 def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: EvaluationCache,
              compute: Callable[[CheckpointFile], CachedEpoch], mode: str, data_source: str,
-             data_fingerprint: str, reducers: int = 1) -> Evaluation:
+             data_fingerprint: str, reducers: int = 1,
+             content_hash: Callable[[CheckpointFile], str] | None = None) -> Evaluation:
     """Shared loop: cache look-up, compute on a miss, then consistency checks, ordering and duplicates.
 
-    `reducers` threads turn outputs into records while the main thread runs the next checkpoint."""
+    `reducers` threads turn outputs into records while the main thread runs the next checkpoint; `content_hash`
+    gives a checkpoint's sha256 where the caller has it already (default: hash the file)."""
     rank, size = distributed.world()
     mine = distributed.shard(sources, rank, size) if size > 1 else sources
     outcomes = []
@@ -175,7 +177,7 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
             ThreadPoolExecutor(max_workers=reducers) as reducer:
         # Overlap: the next checkpoint is read (hashed) from disk, and earlier ones' outputs are reduced to
         # records (numpy, which releases the GIL), while this one's forward passes run.
-        hashes = reader.map(lambda s: file_sha256(s.weights) if s.weights.is_file() else "", mine)
+        hashes = reader.map(content_hash or _content_sha256, mine)
         in_flight: deque = deque()
         for source in mine:
             bar.set_postfix_str(source.name)
@@ -239,6 +241,10 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
                       order_key=choose_order_key([by_name[e.checkpoint][0].metadata for e in epochs]),
                       nonfinite=nonfinite, batch_counts=tuple(int(n) for n in first_meta.get("batch_counts", ())),
                       weights=weights)
+
+
+def _content_sha256(source: CheckpointFile) -> str:
+    return file_sha256(source.weights) if source.weights.is_file() else ""
 
 
 def _evaluate_one(source: CheckpointFile, sha: str, cache: EvaluationCache,
@@ -354,9 +360,71 @@ def _check_class_count(config: ReportConfig, n_classes: int, where: str) -> None
 
 
 # ----------------------------------------------------------------------------- model mode
+def _model_settings_key(config: ReportConfig, data_fingerprint: str, model: str | None, forward: str | None) -> str:
+    """What a model-mode cache entry depends on besides its checkpoint: the batches, the model's and forward's
+    source (sha256 of their files) and the options that change the records."""
+    return _settings_key(data=data_fingerprint, outputs=config.outputs, ignore_index=config.ignore_index,
+                         weights=config.class_weights, model=model, forward=forward, checkpoint_weights=config.weights)
+
+
+def _data_file_key(config: ReportConfig) -> str:
+    """A data file by its bytes and how it is read: the same key, the same batches."""
+    return _settings_key(data_file=file_sha256(Path(config.data)), batch_size=config.batch_size,
+                         trust=config.trust_checkpoints)
+
+
+def _checkpoint_sources(config: ReportConfig) -> list[CheckpointFile]:
+    exclude = [config.out_dir] + ([Path(config.data)] if config.data and Path(config.data).is_file() else [])
+    return discover_checkpoints(config.checkpoints, config.run, exclude)
+
+
+class _NotCached(Exception):
+    """A checkpoint without a cache entry (the evaluation from the cache alone gives way to a full one)."""
+
+
+def _evaluation_from_cache(config: ReportConfig) -> Evaluation | None:
+    """The evaluation read from the cache alone, importing neither torch nor the user's code, when each input is
+    named by its bytes and unchanged: the data given as a file whose batches' fingerprint an earlier evaluation
+    kept (cache.remember_data; the data's source is then config.data, as load_validation_data names it), the model
+    and forward read from .py files (hashed, not imported), and every checkpoint's entry present. None otherwise:
+    then everything is read and run as usual (a re-render whose data comes from a factory such as val_data() runs
+    it, and so imports torch, to learn whether the data changed)."""
+    from ..load.data import names_data_file
+    from ..load.spec import DEFAULT_SPEC_FILE, NeedsImport, source_sha256
+
+    if distributed.world()[1] > 1 or not names_data_file(config.data) or not Path(config.data).is_file():
+        return None
+    spec_file = config.run / DEFAULT_SPEC_FILE
+    try:
+        model = source_sha256(config.model, spec_file, "build_model")
+        forward = source_sha256(config.forward, spec_file, "forward")
+        fingerprint = recall_data(config.out_dir / "cache", _data_file_key(config))
+        sources = _checkpoint_sources(config) if fingerprint else []
+        hashes = {source.weights: _content_sha256(source) for source in sources}
+    except (NeedsImport, InputError, OSError):   # the full evaluation says what is wrong, where something is
+        return None
+    if fingerprint is None:
+        return None
+    cache = EvaluationCache(config.out_dir / "cache", _model_settings_key(config, fingerprint, model, forward))
+    if not sources or not all(sha and cache.path_for(sha).is_file() for sha in hashes.values()):
+        return None
+
+    def not_cached(source: CheckpointFile) -> Callable[[], CachedEpoch]:
+        raise _NotCached(source.name)
+
+    try:
+        return _collect(config, sources, cache, not_cached, "model", str(config.data), fingerprint,
+                        content_hash=lambda source: hashes[source.weights])
+    except _NotCached:   # an entry that could not be read
+        return None
+
+
 def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
+    cached = _evaluation_from_cache(config)
+    if cached is not None:
+        return cached
     from ..load.checkpoint_reader import read_checkpoint
-    from ..load.data import load_validation_data
+    from ..load.data import load_validation_data, names_data_file
     from ..load.spec import DEFAULT_SPEC_FILE, spec_callable
     from .device_reduce import DeviceOutputs, reduces_on_device
     from .model_runner import prepare_model, run_checkpoint, to_device
@@ -367,12 +435,14 @@ def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
     forward = spec_callable(config.forward, spec_file, "forward", "forward")
     data = load_validation_data(config.data, config.run, spec_file, config.batch_size, trust=config.trust_checkpoints,
                                 workers=config.workers)
-    exclude = [config.out_dir] + ([Path(config.data)] if config.data and Path(config.data).is_file() else [])
-    sources = discover_checkpoints(config.checkpoints, config.run, exclude)
+    if names_data_file(config.data):   # for the next run's _evaluation_from_cache (written when it changes)
+        data_key = _data_file_key(config)
+        if recall_data(config.out_dir / "cache", data_key) != data.fingerprint:
+            remember_data(config.out_dir / "cache", data_key, data.fingerprint)
+    sources = _checkpoint_sources(config)
     batches = to_device(data.batches, config.device) if config.device != "cpu" else data.batches
-    settings = _settings_key(data=data.fingerprint, outputs=config.outputs, ignore_index=config.ignore_index,
-                             weights=config.class_weights, model=getattr(build_model, "source_sha256", None),
-                             forward=getattr(forward, "source_sha256", None), checkpoint_weights=config.weights)
+    settings = _model_settings_key(config, data.fingerprint, getattr(build_model, "source_sha256", None),
+                                   getattr(forward, "source_sha256", None))
 
     on_device = reduces_on_device(config.device)   # a GPU reduces its own outputs; only the records come back
 

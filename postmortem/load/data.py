@@ -10,7 +10,8 @@ from typing import Any, Sequence
 from ..errors import CheckpointError, DataError, InputError, UnsafeCheckpointError
 from .spec import UserCallable, call_user_code, resolve_callable
 
-__all__ = ["ValidationData", "read_npz", "load_validation_data", "batch_fields", "fingerprint_batches"]
+__all__ = ["ValidationData", "read_npz", "load_validation_data", "names_data_file", "batch_fields",
+           "fingerprint_batches"]
 
 DATA_KEYS = ("inputs", "labels")
 
@@ -144,6 +145,14 @@ def _batches_from_factory(factory: UserCallable, batch_size: int, workers: int =
     return batches
 
 
+DATA_FILE_SUFFIXES = (".pt", ".npz")
+
+
+def names_data_file(reference: str | None) -> bool:
+    """Whether --data names a data file (read as data), not a factory FILE.py:FUNC whose code must run."""
+    return reference is not None and Path(reference).suffix in DATA_FILE_SUFFIXES
+
+
 def load_validation_data(reference: str | None, run: Path, spec_file: Path, batch_size: int,
                          trust: bool = False, workers: int = 0) -> ValidationData:
     """Read --data (a .pt/.npz file or FILE.py:FUNC), default RUN/postmortem_spec.py:val_data.
@@ -157,7 +166,7 @@ def load_validation_data(reference: str | None, run: Path, spec_file: Path, batc
             raise InputError(f"{run}: no validation data: pass --data FILE.pt|FILE.npz|FILE.py:FUNC "
                              f"or define val_data() in {spec_file.name}")
         reference = f"{spec_file}:val_data"
-    if Path(reference).suffix in (".pt", ".npz"):
+    if names_data_file(reference):
         batches = _read_data_file(Path(reference), batch_size, trust)
     else:
         batches = _batches_from_factory(resolve_callable(reference, "validation data"), batch_size, workers)

@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from ..errors import ConfigError, InputError, UserCodeError
 
-__all__ = ["UserCallable", "resolve_callable", "call_user_code", "spec_callable", "defines", "DEFAULT_SPEC_FILE"]
+__all__ = ["UserCallable", "resolve_callable", "call_user_code", "spec_callable", "source_sha256", "NeedsImport",
+           "defines", "DEFAULT_SPEC_FILE"]
 
 DEFAULT_SPEC_FILE = "postmortem_spec.py"
 
@@ -143,6 +144,24 @@ def spec_callable(reference: str | None, spec_file: Path, default_name: str, wha
         return resolve_callable(reference, what)
     if spec_file.is_file() and defines(spec_file, default_name):
         return resolve_callable(f"{spec_file}:{default_name}", what)
+    return None
+
+
+class NeedsImport(Exception):
+    """A package.module:FUNC reference: which file holds its source is known only by importing it."""
+
+
+def source_sha256(reference: str | None, spec_file: Path, default_name: str) -> str | None:
+    """The source_sha256 that spec_callable(reference, spec_file, default_name, ...) carries, from the file's bytes
+    without importing it (no user code runs, and no torch): None where spec_callable gives None. Raises
+    NeedsImport for a package.module:FUNC reference, OSError where the file cannot be read."""
+    if reference:
+        target = reference.rpartition(":")[0]
+        if not target.endswith(".py"):
+            raise NeedsImport(reference)
+        return hashlib.sha256(Path(target).read_bytes()).hexdigest()
+    if spec_file.is_file() and defines(spec_file, default_name):
+        return hashlib.sha256(spec_file.read_bytes()).hexdigest()
     return None
 
 
