@@ -184,3 +184,17 @@ def test_edited_spec_between_two_runs_in_one_process(counted_run):
             lp = torch.log_softmax(2 * model(built.extra["x_val"]).double(), dim=-1)
         built.expected[i] = reference_epoch(k, f"epoch_{k}.pt", lp, built.extra["y_val"], built.classes, None)
     assert_metrics_match(second, built)
+
+
+def test_a_byte_for_byte_copy_shares_its_twins_evaluation(counted_run):
+    """timm writes last.pth.tar and model_best.pth.tar as copies of checkpoint files: a copy is left out as a
+    duplicate, and its forward passes are not run a second time to find that out."""
+    built, out, report = counted_run
+    shutil.copyfile(built.path / "checkpoints" / "epoch_5.pt", built.path / "checkpoints" / "last.pt")
+    first, forwards = report()
+    assert forwards == 5
+    assert [e["checkpoint"] for e in first["epochs"]] == [f"epoch_{k}.pt" for k in range(1, 6)]
+    skipped = {s["checkpoint"]: s["error"] for s in first["skipped"]}
+    assert list(skipped) == ["last.pt"] and "same content as epoch_5.pt; left out as a duplicate" in skipped["last.pt"]
+    assert_metrics_match(first, built)
+    assert len([f for f in cache_files(out) if f.endswith(".npz")]) == 5

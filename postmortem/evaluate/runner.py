@@ -179,9 +179,14 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
         # records (numpy, which releases the GIL), while this one's forward passes run.
         hashes = reader.map(content_hash or _content_sha256, mine)
         in_flight: deque = deque()
+        first_of_content: dict[str, tuple[str, Any]] = {}
         for source in mine:
             bar.set_postfix_str(source.name)
-            outcome = _evaluate_one(source, next(hashes), cache, compute, reducer)
+            sha = next(hashes)
+            outcome = _same_content(source, first_of_content.get(sha)) or \
+                _evaluate_one(source, sha, cache, compute, reducer)
+            if sha:
+                first_of_content.setdefault(sha, outcome)
             if outcome[0] == "fatal" and size == 1:
                 raise outcome[1]
             in_flight.append(outcome)
@@ -256,18 +261,31 @@ def _evaluate_one(source: CheckpointFile, sha: str, cache: EvaluationCache,
     outcome = _outcome(source, lambda: compute(source))
     if outcome[0] != "ok":
         return outcome
-    return "pending", (source, reducer.submit(outcome[1]), sha)
+    return "pending", (source, reducer.submit(outcome[1]), sha, True)
+
+
+def _same_content(source: CheckpointFile, first: tuple[str, Any] | None) -> tuple[str, Any] | None:
+    """A byte-for-byte copy of a checkpoint already started in this run (timm's last.pth.tar, model_best.pth.tar)
+    shares its evaluation instead of running its forward passes again (it is then left out as a duplicate);
+    None when there is no such checkpoint, or it failed (the copy is tried on its own, for its own message)."""
+    if first is None or first[0] not in ("ok", "pending"):
+        return None
+    if first[0] == "ok":
+        _, entry, sha, cached = first[1]
+        return "ok", (source, entry, sha, cached)
+    _, future, sha, _ = first[1]
+    return "pending", (source, future, sha, False)      # stored once, by the first
 
 
 def _settle(outcome: tuple[str, Any], cache: EvaluationCache, size: int, bar) -> tuple[str, Any]:
     """Wait for a pending reduction and store it in the cache; a fatal error stops a one-process run at once.
     (The store stays on this thread: on a CPU run, writing from the reducer slows the forward passes.)"""
     if outcome[0] == "pending":
-        source, future, sha = outcome[1]
+        source, future, sha, store = outcome[1]
         outcome = _outcome(source, future.result)
         if outcome[0] == "ok":
             entry = outcome[1]
-            if sha:
+            if sha and store:
                 cache.store(sha, entry)
             outcome = "ok", (source, entry, sha, False)
     if outcome[0] == "fatal" and size == 1:
