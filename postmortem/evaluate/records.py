@@ -197,7 +197,11 @@ class HostOutputs:
         """The counted rows (N, C), as a copy: the caller's array may be reused."""
         return outputs.reshape(-1, outputs.shape[-1]).copy() if counted.all() else outputs[counted]
 
-    join = staticmethod(np.concatenate)
+    @staticmethod
+    def join(parts: list[np.ndarray]) -> np.ndarray:
+        """The batches' rows as one array (one batch, e.g. a predictions file, as it is: no copy)."""
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
     reduce = staticmethod(reduce_outputs)
 
 
