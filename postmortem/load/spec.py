@@ -126,7 +126,7 @@ def resolve_callable(reference: str, what: str) -> UserCallable:
     function = getattr(module, func_name, None)
     if not callable(function):
         raise ConfigError(f"{target}: has no function {func_name!r} (needed for {what})")
-    return UserCallable(function, reference, hashlib.sha256(source).hexdigest())
+    return UserCallable(function, reference, _sha256(source))
 
 
 def call_user_code(reference: str, function: Callable[..., Any], *args: Any) -> Any:
@@ -138,13 +138,19 @@ def call_user_code(reference: str, function: Callable[..., Any], *args: Any) -> 
         raise UserCodeError(f"{reference}: raised {_describe(exc)}{_user_traceback(exc)}") from exc
 
 
+def _spec_reference(reference: str | None, spec_file: Path, default_name: str) -> str | None:
+    """--model/--forward as given, else FILE:NAME of RUN/postmortem_spec.py when it defines NAME, else None."""
+    if reference:
+        return reference
+    if spec_file.is_file() and defines(spec_file, default_name):
+        return f"{spec_file}:{default_name}"
+    return None
+
+
 def spec_callable(reference: str | None, spec_file: Path, default_name: str, what: str) -> UserCallable | None:
     """--model/--forward, else the function of that name in RUN/postmortem_spec.py when it defines one."""
-    if reference:
-        return resolve_callable(reference, what)
-    if spec_file.is_file() and defines(spec_file, default_name):
-        return resolve_callable(f"{spec_file}:{default_name}", what)
-    return None
+    resolved = _spec_reference(reference, spec_file, default_name)
+    return resolve_callable(resolved, what) if resolved else None
 
 
 class NeedsImport(Exception):
@@ -155,14 +161,18 @@ def source_sha256(reference: str | None, spec_file: Path, default_name: str) -> 
     """The source_sha256 that spec_callable(reference, spec_file, default_name, ...) carries, from the file's bytes
     without importing it (no user code runs, and no torch): None where spec_callable gives None. Raises
     NeedsImport for a package.module:FUNC reference, OSError where the file cannot be read."""
-    if reference:
-        target = reference.rpartition(":")[0]
-        if not target.endswith(".py"):
-            raise NeedsImport(reference)
-        return hashlib.sha256(Path(target).read_bytes()).hexdigest()
-    if spec_file.is_file() and defines(spec_file, default_name):
-        return hashlib.sha256(spec_file.read_bytes()).hexdigest()
-    return None
+    resolved = _spec_reference(reference, spec_file, default_name)
+    if resolved is None:
+        return None
+    target = resolved.rpartition(":")[0]
+    if not target.endswith(".py"):
+        raise NeedsImport(resolved)
+    return _sha256(Path(target).read_bytes())
+
+
+def _sha256(source: bytes) -> str:
+    """The identity of a user's source in cache keys (resolve_callable and source_sha256 must agree on it)."""
+    return hashlib.sha256(source).hexdigest()
 
 
 def defines(spec_file: Path, name: str) -> bool:
