@@ -157,7 +157,7 @@ def _learned_confusion(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
     names = analysis.classes
     facts = (f"{names[top.true_class]} → {names[top.predicted_class]}: share of {names[top.true_class]} predicted "
              f"{names[top.predicted_class]} {top.share_before:.1%} → {top.share_after:.1%} (growth "
-             f"{top.growth.estimate:+.1%}, CI [{top.growth.low:+.1%}, {top.growth.high:+.1%}], threshold "
+             f"{top.growth.estimate:+.1%}, {ci_text(top.growth, '+.1%')}, threshold "
              f"{config.min_confusion_growth:.0%}); those items carry {share_text(top.share)} (threshold "
              f"{config.min_confusion_share:.0%})")
     if not learned:
@@ -181,9 +181,9 @@ def _class_collapse(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfi
     names, first, last = analysis.classes, analysis.epochs[c.from_index].metrics, analysis.epochs[c.to_index].metrics
     facts = "; ".join(
         f"{names[k]}: recall {first.per_class[k].recall:.1%} → {last.per_class[k].recall:.1%} (change "
-        f"{ledger.recall_changes[k].estimate:+.1%}, CI [{ledger.recall_changes[k].low:+.1%}, "
-        f"{ledger.recall_changes[k].high:+.1%}], threshold −{config.min_recall_drop:.0%}), no single class taking "
-        f"{config.min_collapse_explained:.0%} of the fall" for k in fallen)
+        f"{ledger.recall_changes[k].estimate:+.1%}, {ci_text(ledger.recall_changes[k], '+.1%')}, threshold "
+        f"−{config.min_recall_drop:.0%}), no single class taking {config.min_collapse_explained:.0%} of the fall"
+        for k in fallen)
     facts += (f"; accuracy change {ledger.accuracy_change.estimate:+.2%} ({ci_text(ledger.accuracy_change, '+.2%')}); "
               f"the class{'es' if len(fallen) > 1 else ''}' items carry {share_text(share)}")
     return CauseAssessment(Cause.CLASS_COLLAPSE, rise and accuracy_held and share.above_zero, share, facts,
@@ -223,10 +223,10 @@ def _validation_labels(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
                and not flagged.rest_change.above_zero)
     facts = ("confident wrong predictions beyond what calibrated probabilities expect: "
              + (", ".join(f"predicted {names[k]} {misses[k].observed:.0f} observed against {misses[k].expected:.1f} "
-                          f"expected (excess CI [{misses[k].excess.low:+.1f}, {misses[k].excess.high:+.1f}])"
+                          f"expected (excess {ci_text(misses[k].excess, '+.1f')})"
                           for k in excess) if excess else
                 f"none (largest: predicted {names[worst.predicted_class]} {worst.observed:.0f} against "
-                f"{worst.expected:.1f}, excess CI [{worst.excess.low:+.1f}, {worst.excess.high:+.1f}])"
+                f"{worst.expected:.1f}, excess {ci_text(worst.excess, '+.1f')})"
                 if worst else "none")
              + f" (detected at {config.min_miss_ratio:.1f}× beyond noise in one class, then every class above its "
              f"expectation); {n} label-error candidates predicted as "

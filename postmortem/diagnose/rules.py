@@ -92,7 +92,7 @@ def nll_overfit_accuracy_holds(case: Case) -> Finding | None:
         summary=(f"Validation loss went {c.loss_from:.4f} (epoch {c.from_epoch}) → {c.loss_to:.4f} (epoch "
                  f"{c.to_epoch}), +{c.relative_change:.1%} (threshold {config.min_relative_loss_rise:.0%}; 95% CI of "
                  f"the change [{loss.low:+.4f}, {loss.high:+.4f}]). Accuracy changed by {accuracy.estimate:+.2%} "
-                 f"(CI [{accuracy.low:+.2%}, {accuracy.high:+.2%}], not below zero). This is the symptom; the causes "
+                 f"({ci_text(accuracy, '+.2%')}, not below zero). This is the symptom; the causes "
                  "are in the verdict."),
         evidence={"relative_loss_rise": c.relative_change, "loss_change_ci_low": loss.low,
                   "accuracy_change": accuracy.estimate, "accuracy_change_ci_high": accuracy.high},
@@ -349,10 +349,9 @@ def confident_errors_dominate(case: Case) -> Finding | None:
               + (" while correct ones improved" if shares[CORRECT_TO_CORRECT] < 0 else ""),
         summary=(f"Of the loss change {change:+.4f}, items wrong at epoch {c.to_epoch} carry {wrong_share:.0%} "
                  f"(threshold {config.min_wrong_share:.0%}): correct→wrong {shares[CORRECT_TO_WRONG]:.0%} "
-                 f"({counts[CORRECT_TO_WRONG]} items, part CI [{parts[CORRECT_TO_WRONG].low:+.4f}, "
-                 f"{parts[CORRECT_TO_WRONG].high:+.4f}]), wrong→wrong {shares[WRONG_TO_WRONG]:.0%} "
-                 f"({counts[WRONG_TO_WRONG]} items, part CI [{parts[WRONG_TO_WRONG].low:+.4f}, "
-                 f"{parts[WRONG_TO_WRONG].high:+.4f}]). The top 1% of items carry {d.top_1_percent_share:.0%} and the "
+                 f"({counts[CORRECT_TO_WRONG]} items, part {ci_text(parts[CORRECT_TO_WRONG])}), wrong→wrong "
+                 f"{shares[WRONG_TO_WRONG]:.0%} ({counts[WRONG_TO_WRONG]} items, part "
+                 f"{ci_text(parts[WRONG_TO_WRONG])}). The top 1% of items carry {d.top_1_percent_share:.0%} and the "
                  f"top 5% {d.top_5_percent_share:.0%}.{entropy} Largest: {', '.join(listed[:IDS_IN_TEXT])} "
                  "(see the confident-errors table)."),
         evidence={**{f"share_{name.replace('->', '_to_')}": float(s) for name, s in zip(TRANSITIONS, shares)},

@@ -14,7 +14,7 @@ from ..analyze.run import RunAnalysis
 from .causes import LEADING_CAUSES, Cause, CauseAssessment
 from .comparison import Comparison, Status
 from .config import DiagnosisConfig
-from .wording import epoch_picked_by, ids_text, share_text
+from .wording import ci_text, epoch_picked_by, ids_text, share_text
 
 __all__ = ["Verdict", "VerdictSentences", "decide", "verdict_to_json"]
 
@@ -79,7 +79,7 @@ def _what_happened(analysis: RunAnalysis, c: Comparison) -> str:
             f"[{change.low:+.4f}, {change.high:+.4f}] over {totals.n_resamples} paired resamples of the {n}; "
             f"accuracy {first.metrics.accuracy:.2%} → {last.metrics.accuracy:.2%} (CI of the change "
             f"[{accuracy.low:+.2%}, {accuracy.high:+.2%}]), macro F1 {first.macro_f1_score:.3f} → "
-            f"{last.macro_f1_score:.3f} (CI [{f1.low:+.3f}, {f1.high:+.3f}]).")
+            f"{last.macro_f1_score:.3f} ({ci_text(f1, '+.3f')}).")
     if c.status is Status.UNRESOLVED:
         head += f" The rise's interval includes 0: {c.resolution_text(len(analysis.labels))}."
     elif c.status is Status.NO_RISE:
@@ -100,9 +100,9 @@ def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, degraded: 
                 f"{analysis.epochs[c.to_index].temperature:.2f}")
     if a.cause is Cause.GENUINE_DEGRADATION:
         scaled, f1 = ledger.scaled_loss_change, ledger.macro_f1_change
-        signs = ([f"the loss after temperature scaling rose {scaled.estimate:+.4f} (CI [{scaled.low:+.4f}, "
-                  f"{scaled.high:+.4f}]), {share}"] if scaled.above_zero else []) + \
-                ([f"macro F1 fell {f1.estimate:+.4f} (CI [{f1.low:+.4f}, {f1.high:+.4f}])"] if f1.below_zero else [])
+        signs = ([f"the loss after temperature scaling rose {scaled.estimate:+.4f} ({ci_text(scaled)}), {share}"]
+                 if scaled.above_zero else []) + \
+                ([f"macro F1 fell {f1.estimate:+.4f} ({ci_text(f1)})"] if f1.below_zero else [])
         return "the model got worse beyond its calibration: " + " and ".join(signs)
     if a.cause is Cause.CLASS_COLLAPSE:
         k = a.classes[0]
@@ -123,13 +123,13 @@ def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, degraded: 
         return (f"the validation labels{'' if degraded else ', not the model'}: {len(a.item_indices)} items that the model predicts as "
                 f"{', '.join(names[k] for k in a.classes)}, more often confidently against their label than "
                 f"calibrated probabilities allow, carry {share}, while the other items' loss changed "
-                f"{rest.estimate:+.4f} (CI [{rest.low:+.4f}, {rest.high:+.4f}])")
+                f"{rest.estimate:+.4f} ({ci_text(rest)})")
     if a.cause is Cause.CLASS_WEIGHTS:
         unweighted = ledger.unweighted_loss_change
         classes = f"; the up-weighted class{'es' if len(a.classes) > 1 else ''} {', '.join(names[k] for k in a.classes)} " \
                   f"carr{'y' if len(a.classes) > 1 else 'ies'} what they add" if a.classes else ""
         return (f"the loss's class weights{'' if degraded else ', not the model'}: without them the loss changed {unweighted.estimate:+.4f} "
-                f"(CI [{unweighted.low:+.4f}, {unweighted.high:+.4f}]); the weights make {share}{classes}")
+                f"({ci_text(unweighted)}); the weights make {share}{classes}")
     return f"the logged loss: {a.facts}"
 
 
@@ -151,7 +151,7 @@ def _model_or_else(ranked: list[CauseAssessment], assessments, analysis: RunAnal
     if not degradation.counted:
         scaled = c.ledger.scaled_loss_change
         text += (f" Genuine degradation: not detected (scaled-loss change {scaled.estimate:+.4f}, "
-                 f"CI [{scaled.low:+.4f}, {scaled.high:+.4f}]).")
+                 f"{ci_text(scaled)}).")
     return text
 
 

@@ -106,7 +106,9 @@ class ShiftedLogits:
 
     def central_moments(self, beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per item, E_q[s], Var_q[s] and E_q[(s - E_q s)^3] under q = softmax(beta s), in one exp pass: the
-        first three derivatives of log sum_k exp(beta s_k) in beta."""
+        first three derivatives of log sum_k exp(beta s_k) in beta. Apart from `moments`, and one pass more at the
+        full fit's end: the third moment in every search pass cost more (crossfit of 30 epochs of 20k x 20: 0.24 s
+        against 0.22 s)."""
         n = len(self.true_gap)
         mean, variance, third = np.empty(n), np.empty(n), np.empty(n)
         for rows, block, e in self.blocks(beta):
