@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--data", metavar="PATH|FILE.py:FUNC", help="validation set: .pt, .npz or a factory (default RUN/postmortem_spec.py:val_data)")
     inputs.add_argument("--forward", metavar="FILE.py:FUNC", help="forward(model, batch) -> (outputs, labels[, mask])")
     inputs.add_argument("--predictions", metavar="DIR", help="saved per-epoch outputs instead of checkpoints (no model needed)")
+    inputs.add_argument("--train-data", metavar="PATH|FILE.py:FUNC", help="a training subset, evaluated like the "
+                        "validation set (same forms as --data; default RUN/postmortem_spec.py:train_data when defined)")
+    inputs.add_argument("--train-predictions", metavar="DIR", help="with --predictions: the training subset's saved "
+                        "outputs, one file named as each --predictions file")
     inputs.add_argument("--outputs", choices=("auto", "logits", "log_probs", "probs"), help="what the model returns (default auto-detected)")
     inputs.add_argument("--class-names", metavar="A,B,C", help="class names in label order")
     inputs.add_argument("--class-weights", metavar="W1,W2,...", help="the loss's class weights")

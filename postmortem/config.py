@@ -21,7 +21,8 @@ WEIGHT_CHOICES = ("model", "ema")
 PAPER_SIZES = ("a4", "letter")
 CONFIG_FILE_NAME = "postmortem.toml"
 # Options whose values name files: relative paths in postmortem.toml are relative to RUN.
-PATH_OPTIONS = ("checkpoints", "model", "data", "forward", "predictions", "out", "train_log")
+PATH_OPTIONS = ("checkpoints", "model", "data", "forward", "predictions", "out", "train_log", "train_data",
+                "train_predictions")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class ReportConfig:
     data: str | None = None
     forward: str | None = None
     predictions: str | None = None
+    train_data: str | None = None                   # a training subset, evaluated like the validation set
+    train_predictions: str | None = None            # its saved outputs, one file per --predictions file
     outputs: str = "auto"
     class_names: tuple[str, ...] | None = None
     class_weights: tuple[float, ...] | None = None
@@ -148,7 +151,8 @@ def _as_list(name: str, value: Any, convert) -> tuple | None:
 
 
 BOOLEAN_OPTIONS = ("no_pdf", "quiet", "trust_checkpoints", "redact")
-STRING_OPTIONS = ("model", "data", "forward", "predictions", "title", "train_log", "out", "device", "outputs", "weights")
+STRING_OPTIONS = ("model", "data", "forward", "predictions", "title", "train_log", "out", "device", "outputs", "weights",
+                  "train_data", "train_predictions")
 
 
 def _dashed(name: str) -> str:
@@ -211,9 +215,16 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
     compare = _as_list("compare", merged.get("compare"), int)
     if compare is not None and len(compare) != 2:
         raise ConfigError(f"option 'compare': expected two epochs, FROM,TO, got {merged.get('compare')!r}")
+    if merged.get("train_predictions") and not merged.get("predictions"):
+        raise ConfigError("option 'train-predictions': the training subset's saved outputs go with --predictions; "
+                          "with checkpoints, give the training subset itself as --train-data")
+    if merged.get("train_data") and merged.get("predictions"):
+        raise ConfigError("option 'train-data': with --predictions there is no model to evaluate it; give its saved "
+                          "outputs as --train-predictions DIR")
     out = merged.get("out")
     strings = {k: (str(merged[k]) if merged.get(k) not in (None, "") else None)
-               for k in ("model", "data", "forward", "predictions", "title", "train_log")}
+               for k in ("model", "data", "forward", "predictions", "title", "train_log", "train_data",
+                         "train_predictions")}
     return ReportConfig(
         run=run,
         outputs=outputs,

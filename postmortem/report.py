@@ -98,6 +98,24 @@ def _compared_indices(config: ReportConfig, analysis) -> tuple[int | None, int |
     return numbers.index(config.compare[0]), numbers.index(config.compare[1])
 
 
+def _mode_analysis(config: ReportConfig, evaluation, analysis, reconciliation, from_index: int | None,
+                   to_index: int | None):
+    """Train mode against eval mode at the two compared epochs, when there is a model to run and a reason to: a
+    training subset (BatchNorm's statistics recomputed on it), or a training log whose validation loss is not the
+    recomputed one (was it logged in train mode?); else None, and no model runs."""
+    mismatch = reconciliation is not None and not reconciliation.agrees
+    if evaluation.mode != "model" or (evaluation.train is None and not mismatch):
+        return None
+    from .analyze.modes import analyze_modes
+    from .evaluate.mode_check import check_modes
+
+    first = analysis.best_loss_index if from_index is None else from_index
+    last = len(analysis.epochs) - 1 if to_index is None else to_index
+    passes = check_modes(config, evaluation, (first, last))
+    return analyze_modes(analysis.labels, analysis.groups, analysis.class_weights, analysis.records, passes,
+                         first, last)
+
+
 def _weights_row(weights) -> str:
     """Which weights were evaluated, and where the other kind (model or EMA) exists too."""
     names = {"model": "the model's own", "ema": "EMA"}
@@ -197,10 +215,12 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     classes = _class_names(config, evaluation.n_classes)
     analysis = analyze_run(evaluation, classes)
     thresholds = DiagnosisConfig(**dict(config.diagnosis))
+    from_index, to_index = _compared_indices(config, analysis)
     reconciliation = None if evaluation.train_log is None else \
         reconcile_logged_loss(evaluation, evaluation.train_log, tolerance=thresholds.logged_loss_tolerance)
+    modes = _mode_analysis(config, evaluation, analysis, reconciliation, from_index, to_index)
     clock.lap("analyze")
-    diagnosis = diagnose(analysis, thresholds, reconciliation, *_compared_indices(config, analysis))
+    diagnosis = diagnose(analysis, thresholds, reconciliation, from_index, to_index, modes=modes)
     clock.lap("diagnose")
     train_log = None if evaluation.train_log is None else TrainLogComparison(
         source=evaluation.train_log_source, table=evaluation.train_log, reconciliation=reconciliation,
@@ -216,7 +236,7 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     announce("drawing figures")
     figures = render_figures(analysis, inputs.colours, classes, train_log)
     clock.lap("figures")
-    document = metrics_document(analysis, diagnosis, evaluation.skipped)
+    document = metrics_document(analysis, diagnosis, evaluation.skipped, thresholds.max_listed_items)
     files = {"metrics.json": json.dumps(document, indent=1).encode(),
              "report.html": render_html(inputs, figures, for_print=False).encode(),
              "report.md": render_markdown(inputs).encode()}

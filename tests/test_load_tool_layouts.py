@@ -56,13 +56,14 @@ def metrics_json(run: Path, out: Path, **options) -> dict:
     """metrics.json as write_report builds it (evaluate, analyze, diagnose, metrics_document), without drawing
     the figures and HTML that the comparison does not need."""
     from postmortem.analyze.run import analyze_run
-    from postmortem.diagnose import diagnose
+    from postmortem.diagnose import DiagnosisConfig, diagnose
     from postmortem.render.metrics_json import metrics_document
 
     evaluation = evaluate_run(build_config(run, {}, {"data": str(run / "val.pt"), "quiet": True, "out": str(out),
                                                      **options}))
     analysis = analyze_run(evaluation, tuple(str(i) for i in range(evaluation.n_classes)))
-    return json.loads(json.dumps(metrics_document(analysis, diagnose(analysis), evaluation.skipped)))
+    document = metrics_document(analysis, diagnose(analysis), evaluation.skipped, DiagnosisConfig().max_listed_items)
+    return json.loads(json.dumps(document))
 
 
 def assert_same_metrics(run: Path, twin: Path, capsys, *args: str, end_to_end: bool = False) -> dict:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ClassMetrics", "EpochMetrics", "epoch_metrics", "macro_f1_from_counts", "macro_f1_score"]
+__all__ = ["ClassMetrics", "EpochMetrics", "epoch_metrics", "weighted_loss", "macro_f1_from_counts", "macro_f1_score"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,12 @@ class EpochMetrics:
     accuracy: float
     confusion: np.ndarray            # (C, C) int64, rows true class, columns predicted
     per_class: tuple[ClassMetrics, ...]
+
+
+def weighted_loss(labels: np.ndarray, nll: np.ndarray, class_weights: np.ndarray) -> float:
+    """The loss: sum_i w[y_i] nll_i / sum_i w[y_i] (torch's nll_loss with weight=w over the counted items)."""
+    item_weights = class_weights[labels]
+    return float((item_weights * nll).sum() / item_weights.sum())
 
 
 def epoch_metrics(labels: np.ndarray, pred: np.ndarray, nll: np.ndarray, class_weights: np.ndarray) -> EpochMetrics:
@@ -58,7 +64,7 @@ def epoch_metrics(labels: np.ndarray, pred: np.ndarray, nll: np.ndarray, class_w
     )
     return EpochMetrics(
         n_samples=int(len(labels)),
-        loss=float(weighted_nll.sum() / total_weight),
+        loss=weighted_loss(labels, nll, class_weights),
         accuracy=float(correct.mean()),
         confusion=matrix,
         per_class=per_class,

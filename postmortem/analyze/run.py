@@ -14,6 +14,7 @@ What the renderer reads (all frozen dataclasses or numpy arrays):
     analysis.checkpoint_choice    CheckpointChoice: the best epoch by loss, accuracy, macro F1, ECE, scaled loss
     analysis.labels, .groups, .ids, .records   the counted items and each epoch's per-item records, for the
                                   comparisons diagnose draws (ledger.attribution_ledger)
+    analysis.training             TrainingAnalysis of the training subset (training.py), or None without one
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from .metrics import EpochMetrics, epoch_metrics, macro_f1_score
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .training import TrainingAnalysis
 
 __all__ = ["EpochView", "RunAnalysis", "analyze_run", "analyze_epochs", "confidence_histogram", "HISTOGRAM_BINS"]
 
@@ -80,6 +83,7 @@ class RunAnalysis:
     groups: np.ndarray
     ids: np.ndarray
     records: tuple              # EpochRecords per epoch, in training order
+    training: TrainingAnalysis | None = None    # the training subset over the same epochs, when one is given
 
     @property
     def losses(self) -> np.ndarray:
@@ -185,7 +189,18 @@ def analyze_epochs(labels: np.ndarray, epochs: list, class_names: tuple[str, ...
 
 
 def analyze_run(evaluation, class_names: tuple[str, ...]) -> RunAnalysis:
-    """All analyses of an evaluation (items, epochs in training order, class weights)."""
+    """All analyses of an evaluation (items, epochs in training order, class weights), and of its training subset
+    when it has one."""
     items = evaluation.items
-    return analyze_epochs(items.labels, evaluation.epochs, class_names, evaluation.class_weights,
-                          ids=items.ids, groups=items.groups)
+    analysis = analyze_epochs(items.labels, evaluation.epochs, class_names, evaluation.class_weights,
+                              ids=items.ids, groups=items.groups)
+    if evaluation.train is None:
+        return analysis
+    from dataclasses import replace
+
+    from .training import analyze_training
+
+    training = analyze_training(evaluation.train, items.labels, evaluation.item_weights, items.groups,
+                                analysis.records, evaluation.class_weights, items.input_hashes,
+                                evaluation.train.items.input_hashes)
+    return replace(analysis, training=training)

@@ -10,7 +10,13 @@ A cause counts only when the rise itself is beyond noise and the cause's own int
   of the rise, with no single confusion taking most of the fall (its items spread over other classes);
 - learned confusion: the share of c's items predicted c' grew beyond its interval and those items carry a
   material share of the rise (their validation labels are right: the confusion was learned in training);
-  when c's recall fell, this one confusion takes at least min_collapse_explained of the fall;
+  when c's recall fell, this one confusion takes at least min_collapse_explained of the fall. With a training
+  subset it stays a learned confusion when the subset shows the confusion's labels (more c'-labelled training
+  items placed in c than validation items, beyond noise) or shows nothing either way; without one, it names both
+  explanations it cannot tell apart (noisy training labels, or fewer c items in training);
+- class underrepresented: such a confusion where the training subset shows no such labels but c's own training
+  items drifting to c' too (or its training recall falling), or c far rarer in the subset than in validation:
+  c lost its training signal, its labels are clean;
 - validation labels: a predicted class shows more confident wrong predictions than its calibrated (scaled,
   cross-fitted) probabilities expect, beyond noise and by min_miss_ratio, and the label-error candidates
   predicted as that class (outside learned confusions) carry most of the rise while the other items' loss
@@ -29,9 +35,10 @@ from ..analyze.bootstrap import Interval
 from ..analyze.run import RunAnalysis
 from .comparison import Comparison, Status
 from .config import DiagnosisConfig
-from .wording import ci_text, share_text
+from .wording import ci_text, gap_text, share_text
 
-__all__ = ["Cause", "CauseAssessment", "assess_causes", "label_error_pairs", "LEADING_CAUSES"]
+__all__ = ["Cause", "CauseAssessment", "PairReading", "assess_causes", "label_error_pairs", "train_mode_matches",
+           "train_mode_text", "LEADING_CAUSES"]
 
 
 class Cause(str, enum.Enum):
@@ -45,6 +52,9 @@ class Cause(str, enum.Enum):
     """One class's recall fell while accuracy held."""
     LEARNED_CONFUSION = "learned_confusion"
     """The model learned to predict c for items of c' (noisy training labels or ambiguous classes)."""
+    CLASS_UNDERREPRESENTED = "class_underrepresented"
+    """A class lost its training signal (under-sampled, or rare in training): its items drift to a neighbour class
+    in training as in validation, with clean training labels."""
     VALIDATION_LABELS = "validation_labels"
     """Wrong validation labels: confidently contradicted items carry the rise while the rest improve."""
     CLASS_WEIGHTS = "class_weights"
@@ -58,7 +68,16 @@ class Cause(str, enum.Enum):
 # class weights when the unweighted loss did not rise; a learned confusion or a collapsed class carrying most of
 # the rise. These say where the rise comes from and why; calibration and genuine degradation say how the loss
 # moved on those same items, so they lead only when nothing more specific carries most of it.
-LEADING_CAUSES = (Cause.VALIDATION_LABELS, Cause.CLASS_WEIGHTS, (Cause.LEARNED_CONFUSION, Cause.CLASS_COLLAPSE))
+LEADING_CAUSES = (Cause.VALIDATION_LABELS, Cause.CLASS_WEIGHTS,
+                  (Cause.LEARNED_CONFUSION, Cause.CLASS_UNDERREPRESENTED, Cause.CLASS_COLLAPSE))
+
+
+class PairReading(str, enum.Enum):
+    """What the training subset says about a learned confusion c -> c'."""
+
+    LABEL_NOISE = "label_noise"      # more c'-labelled training items placed in c than validation shows: noisy labels
+    SIGNAL_LOSS = "signal_loss"      # no such labels; c's own training items drift to c' (or c is rare in training)
+    NEITHER = "neither"              # neither shows beyond noise
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,9 @@ class CauseAssessment:
     item_indices: tuple[int, ...] = ()
     pairs: tuple[tuple[int, int], ...] = ()
     leads: bool = False
+    undecided: bool = False       # learned confusion without a training subset: fewer c items in training would
+                                  # look the same on validation data alone
+    reading: PairReading | None = None   # what the training subset says of its first pair (None without one)
 
 
 def _calibration(c: Comparison, rise: bool) -> CauseAssessment:
@@ -91,6 +113,8 @@ def _genuine_degradation(c: Comparison, config: DiagnosisConfig, rise: bool) -> 
     counted = rise and (scaled.above_zero or f1_fell)
     facts = (f"scaled-loss change {scaled.estimate:+.4f}, {ci_text(scaled)}; macro F1 change {f1.estimate:+.4f}, "
              f"{ci_text(f1)} (counts when below 0 and a fall ≥ {config.min_macro_f1_drop})")
+    if c.training is not None:
+        facts += "; " + gap_text(c.training)
     return CauseAssessment(Cause.GENUINE_DEGRADATION, counted, ledger.scaled_share, facts)
 
 
@@ -146,12 +170,44 @@ def _collapsed_classes(c: Comparison, config: DiagnosisConfig, grown: list) -> l
     return collapsed
 
 
+def _pair_reading(c: Comparison, config: DiagnosisConfig, pair: tuple[int, int],
+                  analysis: RunAnalysis) -> tuple[PairReading, str]:
+    """The training subset's reading of a confusion, and the numbers behind it beside their thresholds."""
+    training = c.training
+    names = analysis.classes
+    x, y = pair
+    evidence = training.evidence_for(pair)
+    signal = training.signal_for(x, y)
+    share_train, share_val = analysis.training.class_share[x], analysis.training.validation_class_share[x]
+    ratio = share_train / share_val if share_val > 0 else float("inf")
+    label_noise = evidence.excess.above_zero and evidence.excess.estimate >= config.min_training_label_excess
+    drifted = signal.drift_change.above_zero and signal.drift_change.estimate >= config.min_confusion_growth
+    recall_fell = signal.recall_change.below_zero and -signal.recall_change.estimate >= config.min_recall_drop
+    rare = ratio <= config.max_training_share_ratio
+    facts = (f"training subset: {evidence.train_share:.1%} of the items labelled {names[y]} are placed in {names[x]} "
+             f"over the epochs (AUM < 0), against {evidence.validation_share:.1%} of the validation items labelled "
+             f"{names[y]} (excess {evidence.excess.estimate:+.1%}, {ci_text(evidence.excess, '+.1%')}, threshold "
+             f"{config.min_training_label_excess:.0%}); {names[x]}'s training items predicted {names[y]} "
+             f"{signal.drift_before:.1%} → {signal.drift_after:.1%} ({ci_text(signal.drift_change, '+.1%')}, "
+             f"threshold {config.min_confusion_growth:.0%}), its training recall {signal.recall_before:.1%} → "
+             f"{signal.recall_after:.1%} ({ci_text(signal.recall_change, '+.1%')}); {names[x]} is {share_train:.1%} of "
+             f"the training subset and {share_val:.1%} of the validation set (ratio {ratio:.2f}, threshold "
+             f"{config.max_training_share_ratio:.2f})")
+    if label_noise:
+        return PairReading.LABEL_NOISE, facts
+    if drifted or recall_fell or rare:
+        return PairReading.SIGNAL_LOSS, facts
+    return PairReading.NEITHER, facts
+
+
 def _learned_confusion(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfig, rise: bool,
-                       grown: list, collapsed: list[int]) -> CauseAssessment | None:
-    """The grown confusions out of classes that did not collapse; None when no confusion is followed."""
+                       grown: list, collapsed: list[int]) -> tuple[CauseAssessment | None, CauseAssessment | None]:
+    """The grown confusions out of classes that did not collapse, as a learned confusion and, where the training
+    subset shows a class that lost its training signal instead of noisy labels, as class_underrepresented;
+    (None, None) when no confusion is followed."""
     ledger = c.ledger
     if not ledger.confusions:
-        return None
+        return None, None
     learned = [k for k in grown if k.true_class not in collapsed]
     top = learned[0] if learned else max(ledger.confusions, key=lambda k: k.share.estimate)
     names = analysis.classes
@@ -161,12 +217,39 @@ def _learned_confusion(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
              f"{config.min_confusion_growth:.0%}); those items carry {share_text(top.share)} (threshold "
              f"{config.min_confusion_share:.0%})")
     if not learned:
-        return CauseAssessment(Cause.LEARNED_CONFUSION, False, top.share, facts)
-    pairs = tuple((k.true_class, k.predicted_class) for k in learned)
+        return CauseAssessment(Cause.LEARNED_CONFUSION, False, top.share, facts), None
+    if c.training is None:
+        return _confusion_assessment(Cause.LEARNED_CONFUSION, learned, ledger, config, rise,
+                                     facts + "; without a training subset, noisy training labels and fewer "
+                                     f"{names[top.true_class]} items in training look the same here",
+                                     undecided=True), None
+    readings = {(k.true_class, k.predicted_class): _pair_reading(c, config, (k.true_class, k.predicted_class),
+                                                                  analysis) for k in learned}
+    lost = [k for k in learned if readings[(k.true_class, k.predicted_class)][0] is PairReading.SIGNAL_LOSS]
+    labelled = [k for k in learned if k not in lost]
+    confusion = _confusion_assessment(
+        Cause.LEARNED_CONFUSION, labelled, ledger, config, rise,
+        "; ".join([facts] + [readings[(k.true_class, k.predicted_class)][1] for k in labelled]),
+        reading=readings[(labelled[0].true_class, labelled[0].predicted_class)][0]) if labelled else \
+        CauseAssessment(Cause.LEARNED_CONFUSION, False, top.share, facts + "; " + readings[
+            (lost[0].true_class, lost[0].predicted_class)][1])
+    underrepresented = _confusion_assessment(
+        Cause.CLASS_UNDERREPRESENTED, lost, ledger, config, rise,
+        "; ".join(f"{names[k.true_class]} → {names[k.predicted_class]}: share of {names[k.true_class]} predicted "
+                  f"{names[k.predicted_class]} {k.share_before:.1%} → {k.share_after:.1%} ({ci_text(k.growth, '+.1%')}); "
+                  + readings[(k.true_class, k.predicted_class)][1] for k in lost),
+        reading=PairReading.SIGNAL_LOSS) if lost else None
+    return confusion, underrepresented
+
+
+def _confusion_assessment(cause: Cause, confusions: list, ledger, config: DiagnosisConfig, rise: bool, facts: str,
+                          undecided: bool = False, reading: PairReading | None = None) -> CauseAssessment:
+    """A cause made of followed confusions c -> c': their items' share of the rise, and the classes they name."""
+    pairs = tuple((k.true_class, k.predicted_class) for k in confusions)
     _, share = ledger.pairs_part(pairs)
     classes = tuple(dict.fromkeys(k for pair in pairs for k in pair))
-    return CauseAssessment(Cause.LEARNED_CONFUSION, rise, share, facts, classes=classes, pairs=pairs,
-                           leads=share.estimate >= config.min_leading_share)
+    return CauseAssessment(cause, rise, share, facts, classes=classes, pairs=pairs,
+                           leads=share.estimate >= config.min_leading_share, undecided=undecided, reading=reading)
 
 
 def _class_collapse(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfig, rise: bool,
@@ -186,15 +269,22 @@ def _class_collapse(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfi
         for k in fallen)
     facts += (f"; accuracy change {ledger.accuracy_change.estimate:+.2%} ({ci_text(ledger.accuracy_change, '+.2%')}); "
               f"the class{'es' if len(fallen) > 1 else ''}' items carry {share_text(share)}")
+    if c.training is not None:
+        facts += "".join(
+            f"; on the training subset {names[k]}'s recall went {signal.recall_before:.1%} → {signal.recall_after:.1%} "
+            f"({ci_text(signal.recall_change, '+.1%')}): "
+            + ("its own training items are lost too, so it lost its training signal" if signal.recall_change.below_zero
+               else "its training items are still fit, so its validation items moved away from them")
+            for k in fallen if (signal := c.training.signal_for(k)) is not None)
     return CauseAssessment(Cause.CLASS_COLLAPSE, rise and accuracy_held and share.above_zero, share, facts,
                            classes=tuple(fallen), leads=share.estimate >= config.min_leading_share)
 
 
 def label_error_pairs(c: Comparison, config: DiagnosisConfig,
-                      confusion: CauseAssessment | None) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+                      confusions: tuple[CauseAssessment | None, ...]) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
     """Where wrong labels show: the predicted classes with an excess of confident wrong predictions over what
     calibrated probabilities expect, and the (label, prediction) pairs of the candidates predicted as one of them,
-    outside any counted learned confusion.
+    outside any counted learned confusion (or class that lost its training signal: `confusions`).
 
     Two tiers: wrong labels are detected when some class's excess is beyond noise and at least min_miss_ratio
     times the expectation; then every class with more confident errors than expected is included, since one
@@ -204,14 +294,14 @@ def label_error_pairs(c: Comparison, config: DiagnosisConfig,
     detected = [m for m in misses if m.excess.above_zero and m.observed >= config.min_miss_ratio * m.expected]
     excess = tuple(m.predicted_class for m in sorted(misses, key=lambda m: m.expected - m.observed)
                    if detected and m.observed > m.expected)
-    learned = confusion.pairs if confusion is not None and confusion.counted else ()
+    learned = {pair for a in confusions if a is not None and a.counted for pair in a.pairs}
     pairs = tuple(pair for pair in c.ledger.flagged_pairs if pair[1] in excess and pair not in learned)
     return excess, pairs
 
 
 def _validation_labels(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfig, rise: bool,
-                       confusion: CauseAssessment | None) -> CauseAssessment:
-    excess, pairs = label_error_pairs(c, config, confusion)
+                       *confusions: CauseAssessment | None) -> CauseAssessment:
+    excess, pairs = label_error_pairs(c, config, confusions)
     flagged = c.ledger.flagged(pairs)
     n = len(flagged.indices)
     misses = c.ledger.confident_misses
@@ -238,11 +328,35 @@ def _validation_labels(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
                            item_indices=tuple(int(i) for i in flagged.indices), pairs=pairs, leads=True)
 
 
-def _logging_mismatch(reconciliation, config: DiagnosisConfig) -> CauseAssessment | None:
+def train_mode_matches(reconciliation, c: Comparison, analysis: RunAnalysis, config: DiagnosisConfig) -> tuple:
+    """The compared epochs whose logged validation loss is the train-mode loss and not the eval-mode one
+    (analyze.modes.match_train_mode), when the log does not agree and the passes were measured; else ()."""
+    if reconciliation is None or reconciliation.agrees or c.modes is None:
+        return ()
+    from ..analyze.modes import match_train_mode
+
+    rows = reconciliation.rows
+    logged = dict(zip(rows[reconciliation.key].astype(int), rows["logged_val_loss"].astype(float)))
+    return match_train_mode(logged, tuple(e.epoch for e in analysis.epochs), c.modes, config.train_mode_tolerance,
+                            config.logged_loss_tolerance)
+
+
+def train_mode_text(matches: tuple) -> str:
+    """'the train-mode loss (dropout active, BatchNorm on batch statistics): at epoch 3 logged 0.61, train mode
+    0.60 (± 0.01 allowed), eval mode 0.45; ...'."""
+    return ("the validation loss in train mode (model.eval() not called: dropout active, BatchNorm on batch "
+            "statistics): " + "; ".join(f"at epoch {m.epoch} logged {m.logged:.4f}, train mode {m.train_mode_loss:.4f} "
+                                        f"(within {m.allowed:.4f} allowed), eval mode {m.eval_loss:.4f}"
+                                        for m in matches))
+
+
+def _logging_mismatch(reconciliation, config: DiagnosisConfig, matches: tuple) -> CauseAssessment | None:
     if reconciliation is None:
         return None
     facts = (f"logged and recomputed validation loss differ by up to {reconciliation.max_relative_difference:.2%} "
              f"(tolerance {config.logged_loss_tolerance:.0e} relative)")
+    if matches and all(m.matches for m in matches):
+        facts += "; the logged values are " + train_mode_text(matches)
     return CauseAssessment(Cause.LOGGING_MISMATCH, not reconciliation.agrees, None, facts)
 
 
@@ -252,11 +366,12 @@ def assess_causes(analysis: RunAnalysis, comparison: Comparison, config: Diagnos
     rise = comparison.status is Status.RISE
     grown = _grown_pairs(comparison, config)
     collapsed = _collapsed_classes(comparison, config, grown)
-    confusion = _learned_confusion(analysis, comparison, config, rise, grown, collapsed)
+    confusion, underrepresented = _learned_confusion(analysis, comparison, config, rise, grown, collapsed)
     found = [_calibration(comparison, rise), _genuine_degradation(comparison, config, rise),
-             _class_collapse(analysis, comparison, config, rise, collapsed), confusion,
-             _validation_labels(analysis, comparison, config, rise, confusion)]
+             _class_collapse(analysis, comparison, config, rise, collapsed), confusion, underrepresented,
+             _validation_labels(analysis, comparison, config, rise, confusion, underrepresented)]
     if not np.allclose(analysis.class_weights, analysis.class_weights[0]):
         found.append(_class_weights(analysis, comparison, config, rise))
-    found.append(_logging_mismatch(reconciliation, config))
+    found.append(_logging_mismatch(reconciliation, config, train_mode_matches(reconciliation, comparison, analysis,
+                                                                             config)))
     return tuple(a for a in found if a is not None)

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from ..analyze.candidates import ItemCandidates, label_issue_candidates
 from ..analyze.ledger import AttributionLedger, attribution_ledger
+from ..analyze.modes import ModeAnalysis
 from ..analyze.run import RunAnalysis
+from ..analyze.training import TrainingComparison, compare_training
 from .config import DiagnosisConfig
 
 __all__ = ["Status", "Comparison", "compare"]
@@ -39,6 +41,8 @@ class Comparison:
     status: Status
     ledger: AttributionLedger
     candidates: ItemCandidates
+    training: TrainingComparison | None = None     # the training subset between the same epochs, when given
+    modes: ModeAnalysis | None = None              # train mode against eval mode at these epochs, when measured
 
     @property
     def relative_change(self) -> float:
@@ -74,8 +78,9 @@ def _status(from_index: int, to_index: int, ledger: AttributionLedger) -> Status
 
 
 def compare(analysis: RunAnalysis, config: DiagnosisConfig, from_index: int | None = None,
-            to_index: int | None = None) -> Comparison:
-    """The comparison of two epochs: by default the lowest-loss epoch against the last one."""
+            to_index: int | None = None, modes: ModeAnalysis | None = None) -> Comparison:
+    """The comparison of two epochs: by default the lowest-loss epoch against the last one; the training side
+    follows the ledger's confusion pairs and the classes whose recall fell beyond noise."""
     from_index = analysis.best_loss_index if from_index is None else from_index
     to_index = len(analysis.epochs) - 1 if to_index is None else to_index
     records = analysis.records
@@ -83,6 +88,12 @@ def compare(analysis: RunAnalysis, config: DiagnosisConfig, from_index: int | No
                                         config.candidate_window, config.candidate_min_confidence)
     ledger = attribution_ledger(analysis.labels, analysis.groups, analysis.class_weights, records[from_index],
                                 records[to_index], from_index, to_index, candidates=candidates)
+    training = None
+    if analysis.training is not None:
+        pairs = tuple((k.true_class, k.predicted_class) for k in ledger.confusions)
+        fallen = tuple(k for k, recall in enumerate(ledger.recall_changes) if recall is not None and recall.below_zero)
+        training = compare_training(analysis.training, analysis.labels, analysis.class_weights[analysis.labels],
+                                    analysis.groups, records, from_index, to_index, pairs, fallen)
     return Comparison(from_index, to_index, analysis.epochs[from_index].epoch, analysis.epochs[to_index].epoch,
                       analysis.epochs[from_index].metrics.loss, analysis.epochs[to_index].metrics.loss,
-                      _status(from_index, to_index, ledger), ledger, candidates)
+                      _status(from_index, to_index, ledger), ledger, candidates, training, modes)

@@ -28,6 +28,14 @@ class DiagnosisConfig:
                                              # leads (label errors must, to count at all)
     candidate_window: int = 3                # candidates are wrong, with the same prediction, in this many last epochs
     candidate_min_confidence: float = 0.5    # and at least this confident (scaled) in that prediction
+    # the training subset (--train-data)
+    min_training_label_excess: float = 0.05  # share of c'-labelled training items placed in c (AUM < 0) beyond the
+                                             # validation share (beyond its CI): noisy training labels behind c -> c'
+    max_training_share_ratio: float = 0.5    # a class's share of the training subset / its validation share, at or
+                                             # below which it is underrepresented in training
+    train_mode_tolerance: float = 3.0        # a logged loss matches train mode within this many times the spread of
+                                             # the seeded train-mode passes (or logged_loss_tolerance, if larger)
+    min_recalibration_share: float = 0.2     # share of the rise that recomputing BatchNorm statistics removes
     # findings and mechanisms
     min_relative_loss_rise: float = 0.02     # (L_last - L_best) / L_best for the headline finding
     min_last_temperature: float = 1.05       # fitted T above which a calibration change is overconfidence

@@ -30,6 +30,14 @@ class FindingKind(str, enum.Enum):
     """A class's recall fell beyond its interval while accuracy held."""
     LEARNED_CONFUSION = "learned_confusion"
     """The share of a class's items predicted as another grew beyond its interval and carries the rise."""
+    CLASS_UNDERREPRESENTED = "class_underrepresented"
+    """A class's validation items drift to a neighbour and its training items do too, with clean training labels."""
+    MEMORISED_TRAINING_LABELS = "memorised_training_labels"
+    """Training-subset items placed in another class over the epochs (AUM < 0) that the model fits by the end."""
+    TRAIN_VALIDATION_LEAKAGE = "train_validation_leakage"
+    """Validation items duplicate training-subset items (same inputs, or the same outputs at every epoch)."""
+    BATCHNORM_STATISTICS = "batchnorm_statistics"
+    """Recomputing BatchNorm's running statistics on the training subset removes part of the rise."""
     VALIDATION_LABEL_ERRORS = "validation_label_errors"
     """Label-error candidates carry most of the rise while the other items' loss did not rise."""
     PERSISTENT_ERRORS = "persistent_errors"
@@ -61,6 +69,7 @@ class FigureAnchor(str, enum.Enum):
     CONFIDENT_ERRORS = "fig-confident-errors"
     CHOICE = "fig-choice"
     TRAIN_LOG = "fig-train-log"
+    TRAINING = "training-subset"
 
 
 @dataclass(frozen=True)

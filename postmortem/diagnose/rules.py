@@ -3,8 +3,9 @@ thresholds) and returns a Finding or None. A threshold appears in the finding's 
 name as the evidence number it was compared to.
 
 Findings present what the verdict decided (one finding per counted cause) and the mechanisms behind a rise
-(where it sits, in which classes, how the logits moved). Except for the training-log check, none fires unless
-the loss rose beyond noise; when it did not resolve, only `noise` fires.
+(where it sits, in which classes, how the logits moved). Except for the training-log check and leakage between
+the training subset and the validation set (data problems, rise or not), none fires unless the loss rose beyond
+noise; when it did not resolve, only `noise` (and those two) fire.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import numpy as np
 
 from ..analyze.decomposition import CORRECT_TO_CORRECT, CORRECT_TO_WRONG, TRANSITIONS, WRONG_TO_WRONG
 from ..analyze.run import RunAnalysis
-from .causes import Cause, CauseAssessment, assess_causes
+from ..analyze.metrics import weighted_loss
+from .causes import Cause, CauseAssessment, PairReading, assess_causes, train_mode_matches, train_mode_text
 from .comparison import Comparison, Status, compare
 from .config import DiagnosisConfig
 from .findings import FigureAnchor, Finding, FindingKind, Severity
@@ -254,9 +256,162 @@ def learned_confusion(case: Case) -> Finding | None:
                     "share": config.min_confusion_share, "share_ci_low": 0.0},
         next_steps=(f"Check the TRAINING labels of {source} and {target}: a share of {source}'s training items may be "
                     f"labelled {target}; relabel or drop them.",
+                    *((f"Or {source} lost its training signal (fewer {source} items in what the model trained on): "
+                       f"check {source}'s share of the training stream per epoch; a training subset (--train-data) "
+                       "tells the two apart.",) if cause.undecided else ()),
                     f"Look at the features that separate {source} from {target}, and pick the checkpoint by macro F1 "
                     f"({case.pick('highest macro F1')}) meanwhile."),
         figure=FigureAnchor.CONFUSION,
+        item_ids=_training_candidates(case, cause),
+    )
+
+
+def _training_candidates(case: Case, cause: CauseAssessment) -> tuple[str, ...]:
+    """The training-subset ids behind a learned confusion read as label noise: items labelled c' placed in c."""
+    if cause.reading is not PairReading.LABEL_NOISE:
+        return ()
+    placed = case.comparison.training.evidence_for(cause.pairs[0]).train_indices
+    return tuple(str(case.analysis.training.ids[i]) for i in placed[:case.config.max_listed_items])
+
+
+def class_underrepresented(case: Case) -> Finding | None:
+    """A validation confusion c -> c' grew, and the training subset shows c's own items drifting to c' (or c rare
+    in it) with no excess of mislabelled-looking items: c lost its training signal; its labels are clean."""
+    cause = case.counted(Cause.CLASS_UNDERREPRESENTED)
+    if cause is None:
+        return None
+    analysis, ledger = case.analysis, case.comparison.ledger
+    x, y = cause.pairs[0]
+    top = next(k for k in ledger.confusions if (k.true_class, k.predicted_class) == (x, y))
+    signal = case.comparison.training.signal_for(x, y)
+    source, target = analysis.classes[x], analysis.classes[y]
+    return Finding(
+        id=FindingKind.CLASS_UNDERREPRESENTED.value,
+        severity=Severity.HIGH,
+        score=cause.share.estimate,
+        title=f"{source} lost its training signal: {top.share_before:.0%} → {top.share_after:.0%} of its validation "
+              f"items predicted {target}, {signal.drift_before:.0%} → {signal.drift_after:.0%} of its training items",
+        summary=f"{cause.facts}. The training labels do not explain this: {source} is under-represented in training.",
+        classes=(source, target),
+        evidence={**_interval_evidence("confusion_growth", top.growth), **_interval_evidence("share", cause.share),
+                  **_interval_evidence("training_drift_change", signal.drift_change),
+                  **_interval_evidence("training_label_excess",
+                                       case.comparison.training.evidence_for((x, y)).excess)},
+        thresholds={"confusion_growth": case.config.min_confusion_growth, "training_drift_change_ci_low": 0.0,
+                    "training_label_excess": case.config.min_training_label_excess},
+        next_steps=(f"Restore {source}'s share of the training data: its sampling weight, the sampler or data "
+                    "pipeline that thinned it, or class-balanced sampling.",
+                    f"Pick the checkpoint by macro F1 ({case.pick('highest macro F1')}) meanwhile."),
+        figure=FigureAnchor.TRAINING,
+    )
+
+
+def memorised_training_labels(case: Case) -> Finding | None:
+    """Training-subset items placed in another class than their label over the epochs (AUM < 0) that the model
+    fits by the last epoch: labels it learned by heart (noisy labels, Arpit et al. 2017; Pleiss et al. 2020)."""
+    training = case.analysis.training
+    if not case.rise or training is None or training.memorised.n_memorised == 0:
+        return None
+    memorised = training.memorised
+    fit = memorised.fit_from >= 0
+    indices = memorised.indices[fit]
+    ids = tuple(str(training.ids[i]) for i in indices[:case.config.max_listed_items])
+    names = case.analysis.classes
+    pairs: dict[str, int] = {}
+    for i, competitor in zip(indices, memorised.competitor[fit]):
+        key = f"labelled {names[training.labels[i]]}, placed in {names[competitor]}"
+        pairs[key] = pairs.get(key, 0) + 1
+    common = sorted(pairs.items(), key=lambda kv: -kv[1])[:3]
+    late = [case.epoch(int(e)) for e in memorised.fit_from[fit]]
+    return Finding(
+        id=FindingKind.MEMORISED_TRAINING_LABELS.value,
+        severity=Severity.MEDIUM,
+        score=len(indices) / training.n_items,
+        title=f"{len(indices)} training-subset items were learned by heart against the model's own reading",
+        summary=(f"Of the {training.n_items} training-subset items, {len(memorised.indices)} have a negative area under "
+                 f"the margin over the epochs (threshold 0: on average the model placed them in another class), and "
+                 f"{len(indices)} of those are predicted as labelled by the last epoch, fit from epoch "
+                 f"{min(late)} at the earliest and {int(np.median(late))} at the median: candidates for wrong training "
+                 "labels. Most common: " + "; ".join(f"{key} ({n})" for key, n in common)
+                 + f". Ids: {ids_text(ids, len(indices))}."),
+        classes=tuple(dict.fromkeys(names[training.labels[i]] for i in indices)),
+        evidence={"n_memorised": float(len(indices)), "n_negative_aum": float(len(memorised.indices)),
+                  "share_of_subset": len(indices) / training.n_items},
+        thresholds={"area_under_margin": 0.0},
+        next_steps=(f"Audit these training labels: {ids_text(ids, len(indices))}.",
+                    "Noisy training labels that the model memorises late: stop before it fits them (early stopping), "
+                    "or use a noise-robust loss or label smoothing."),
+        figure=FigureAnchor.TRAINING,
+        item_ids=ids,
+    )
+
+
+def train_validation_leakage(case: Case) -> Finding | None:
+    """Validation items duplicating training-subset items (same input bytes, or the same outputs at every epoch):
+    their loss says how well the model remembers, not how it generalises. Fires with or without a rise."""
+    training = case.analysis.training
+    if training is None or len(training.leakage.indices) == 0:
+        return None
+    leakage, analysis, c = training.leakage, case.analysis, case.comparison
+    flagged = leakage.indices
+    rest = np.setdiff1d(np.arange(len(analysis.labels)), flagged)
+    weights = analysis.class_weights
+    losses = {name: weighted_loss(analysis.labels[items], analysis.records[c.to_index].nll[items], weights)
+              for name, items in (("leaked", flagged), ("rest", rest)) if len(items)}
+    ids = tuple(str(analysis.ids[i]) for i in flagged[:case.config.max_listed_items])
+    how = (f"{len(leakage.by_input_hash)} by identical input bytes" if leakage.input_hashes_known
+           else "input bytes not compared (no inputs in predictions mode)")
+    share = len(flagged) / len(analysis.labels)
+    rest_text = f", the other {len(rest)} items {losses['rest']:.4f}" if "rest" in losses else ""
+    return Finding(
+        id=FindingKind.TRAIN_VALIDATION_LEAKAGE.value,
+        severity=Severity.HIGH,
+        score=share,
+        title=f"{len(flagged)} validation items ({share:.1%}) duplicate training items",
+        summary=(f"{len(flagged)} of the {len(analysis.labels)} validation items are copies of training-subset items: "
+                 f"{how}, {len(leakage.by_outputs)} by outputs equal to a training item's at every epoch (distance to "
+                 f"the nearest training item at most {leakage.tolerance:g} of the typical distance between validation "
+                 f"items). At epoch {c.to_epoch} their loss is {losses['leaked']:.4f}{rest_text}: on them the "
+                 f"validation loss measures memory, not generalisation. Ids: {ids_text(ids, len(flagged))}."),
+        classes=(),
+        evidence={"n_leaked": float(len(flagged)), "leaked_share": share, "leaked_loss": losses["leaked"],
+                  **({"rest_loss": losses["rest"]} if "rest" in losses else {})},
+        thresholds={"near_duplicate_tolerance": leakage.tolerance},
+        next_steps=("Remove these items from the validation set (or their copies from the training set) and "
+                    "re-run: the curve of the rest is the honest one.",
+                    "Deduplicate by content when splitting the data (hash the inputs before the split)."),
+        figure=FigureAnchor.TRAINING,
+        item_ids=ids,
+    )
+
+
+def batchnorm_statistics(case: Case) -> Finding | None:
+    """Recomputing BatchNorm's running statistics on the training subset removes a material share of the rise
+    (beyond noise): stale or skewed statistics, not the weights, carry that part."""
+    modes = case.comparison.modes
+    if not case.rise or modes is None or modes.recalibration_share is None:
+        return None
+    share, removed = modes.recalibration_share, modes.recalibration_removes
+    if not removed.above_zero or share.estimate < case.config.min_recalibration_share:
+        return None
+    c = case.comparison
+    before, after = modes.at(c.from_index), modes.at(c.to_index)
+    return Finding(
+        id=FindingKind.BATCHNORM_STATISTICS.value,
+        severity=Severity.MEDIUM,
+        score=share.estimate,
+        title=f"Recomputing BatchNorm statistics removes {share.estimate:.0%} of the rise",
+        summary=(f"With BatchNorm's running statistics recomputed on the training subset, the validation loss is "
+                 f"{before.recalibrated_loss:.4f} at epoch {c.from_epoch} and {after.recalibrated_loss:.4f} at epoch "
+                 f"{c.to_epoch} (as saved: {before.eval_loss:.4f} and {after.eval_loss:.4f}); that removes "
+                 f"{removed.estimate:+.4f} of the rise ({ci_text(removed)}), {share_text(share)} (threshold "
+                 f"{case.config.min_recalibration_share:.0%})."),
+        evidence={**_interval_evidence("recalibration_removes", removed),
+                  **_interval_evidence("recalibration_share", share)},
+        thresholds={"recalibration_removes_ci_low": 0.0, "recalibration_share": case.config.min_recalibration_share},
+        next_steps=("Recompute BatchNorm statistics before validating and saving (torch.optim.swa_utils.update_bn on "
+                    "training batches), or use a larger batch or lower BatchNorm momentum late in training.",),
+        figure=FigureAnchor.TRAINING,
     )
 
 
@@ -290,8 +445,8 @@ def persistent_errors(case: Case) -> Finding | None:
     thresholds), outside a counted learned confusion or validation-label cause: label errors or hard items."""
     if not case.rise:
         return None
-    confusion, labels = case.counted(Cause.LEARNED_CONFUSION), case.counted(Cause.VALIDATION_LABELS)
-    named = (confusion.pairs if confusion else ()) + (labels.pairs if labels else ())
+    named = tuple(pair for cause in (Cause.LEARNED_CONFUSION, Cause.CLASS_UNDERREPRESENTED, Cause.VALIDATION_LABELS)
+                  if (counted := case.counted(cause)) for pair in counted.pairs)
     ledger = case.comparison.ledger
     flagged = ledger.flagged(tuple(pair for pair in ledger.flagged_pairs if pair not in named))
     if len(flagged.indices) == 0:
@@ -493,6 +648,10 @@ def logged_loss_mismatch(case: Case, reconciliation) -> Finding | None:
         return None
     rows = reconciliation.rows
     worst = rows.loc[rows["relative_difference"].idxmax()]
+    matches = train_mode_matches(reconciliation, case.comparison, case.analysis, case.config)
+    in_train_mode = bool(matches) and all(m.matches for m in matches)
+    explanation = train_mode_text(matches) if in_train_mode and reconciliation.explanation is None else \
+        reconciliation.explanation_text
     return Finding(
         id=FindingKind.LOGGED_LOSS_MISMATCH.value,
         severity=Severity.HIGH,
@@ -502,13 +661,15 @@ def logged_loss_mismatch(case: Case, reconciliation) -> Finding | None:
         summary=(f"At {reconciliation.key} {int(worst[reconciliation.key])} the training log says "
                  f"{worst['logged_val_loss']:.4f}, the checkpoint gives {worst['recomputed_loss']:.4f} on this "
                  f"validation set ({reconciliation.n_matched} epochs compared, tolerance "
-                 f"{case.config.logged_loss_tolerance:.0e} relative). It matches {reconciliation.explanation_text}. "
+                 f"{case.config.logged_loss_tolerance:.0e} relative). It matches {explanation}. "
                  f"{reconciliation.batch_note}."),
         evidence={"max_relative_difference": reconciliation.max_relative_difference,
                   "n_matched": reconciliation.n_matched,
                   "logged_val_loss": float(worst["logged_val_loss"]), "recomputed_loss": float(worst["recomputed_loss"])},
         thresholds={"max_relative_difference": case.config.logged_loss_tolerance},
-        next_steps=("Fix the logged loss before reading its curve: reduce as your loss does (sum of weighted NLL "
+        next_steps=(*(("Call model.eval() before validating (and model.train() after): the logged curve is the "
+                       "train-mode loss.",) if in_train_mode else ()),
+                    "Fix the logged loss before reading its curve: reduce as your loss does (sum of weighted NLL "
                     "over the sum of weights, over all items), validate in eval mode, and log the weights you save.",
                     "Judge the run by the recomputed curve in this report meanwhile."),
         figure=FigureAnchor.TRAIN_LOG,
@@ -516,16 +677,18 @@ def logged_loss_mismatch(case: Case, reconciliation) -> Finding | None:
 
 
 RULES = (nll_overfit_accuracy_holds, overconfidence, genuine_degradation, class_weight_amplification, class_collapse,
-         learned_confusion, validation_label_errors, persistent_errors, confident_errors_dominate, class_concentration,
-         logit_growth, noise)
+         learned_confusion, class_underrepresented, validation_label_errors, persistent_errors,
+         memorised_training_labels, train_validation_leakage, batchnorm_statistics, confident_errors_dominate,
+         class_concentration, logit_growth, noise)
 SEVERITY_ORDER = {Severity.HIGH: 0, Severity.MEDIUM: 1, Severity.LOW: 2}
 
 
 def diagnose(analysis: RunAnalysis, config: DiagnosisConfig = DiagnosisConfig(), reconciliation=None,
-             from_index: int | None = None, to_index: int | None = None) -> Diagnosis:
+             from_index: int | None = None, to_index: int | None = None, modes=None) -> Diagnosis:
     """Compare two epochs (lowest loss -> last by default), assess every cause, and return the findings that fire
-    (highest severity and score first) with the verdict; `reconciliation` compares a training log."""
-    comparison = compare(analysis, config, from_index, to_index)
+    (highest severity and score first) with the verdict; `reconciliation` compares a training log, `modes`
+    (analyze.modes.ModeAnalysis) train mode with eval mode at the compared epochs."""
+    comparison = compare(analysis, config, from_index, to_index, modes)
     assessments = assess_causes(analysis, comparison, config, reconciliation)
     case = Case(analysis, comparison, {a.cause: a for a in assessments}, config)
     found = [f for rule in RULES if (f := rule(case)) is not None]

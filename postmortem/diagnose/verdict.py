@@ -14,7 +14,8 @@ from ..analyze.run import RunAnalysis
 from .causes import LEADING_CAUSES, Cause, CauseAssessment
 from .comparison import Comparison, Status
 from .config import DiagnosisConfig
-from .wording import ci_text, epoch_picked_by, ids_text, share_text
+from .causes import PairReading
+from .wording import IDS_IN_TEXT, ci_text, epoch_picked_by, gap_text, ids_text, share_text
 
 __all__ = ["Verdict", "VerdictSentences", "decide", "verdict_to_json"]
 
@@ -103,6 +104,8 @@ def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, degraded: 
         signs = ([f"the loss after temperature scaling rose {scaled.estimate:+.4f} ({ci_text(scaled)}), {share}"]
                  if scaled.above_zero else []) + \
                 ([f"macro F1 fell {f1.estimate:+.4f} ({ci_text(f1)})"] if f1.below_zero else [])
+        if c.training is not None:
+            signs.append(gap_text(c.training))
         return "the model got worse beyond its calibration: " + " and ".join(signs)
     if a.cause is Cause.CLASS_COLLAPSE:
         k = a.classes[0]
@@ -111,11 +114,32 @@ def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, degraded: 
         return (f"class {', '.join(names[j] for j in a.classes)} collapsed while accuracy held: {names[k]}'s recall went "
                 f"{first.per_class[k].recall:.1%} → {last.per_class[k].recall:.1%} (CI of the change "
                 f"[{recall.low:+.1%}, {recall.high:+.1%}]), its items spread over other classes and carry {share}")
-    if a.cause is Cause.LEARNED_CONFUSION:
+    if a.cause in (Cause.LEARNED_CONFUSION, Cause.CLASS_UNDERREPRESENTED):
         moves = "; ".join(f"{names[k.true_class]} → {names[k.predicted_class]}, {k.share_before:.1%} → "
                           f"{k.share_after:.1%} of {names[k.true_class]}'s items (CI of the growth "
                           f"[{k.growth.low:+.1%}, {k.growth.high:+.1%}])"
                           for k in ledger.confusions if (k.true_class, k.predicted_class) in a.pairs)
+        x, y = (names[k] for k in a.pairs[0])
+        if a.cause is Cause.CLASS_UNDERREPRESENTED:
+            return (f"class {x} losing its training signal ({moves}), whose items carry {share}: on the training "
+                    f"subset {x}'s own items drift to {y} as well, while no more {y}-labelled training items look "
+                    f"like {x} than validation items do, so the training labels are not the story; {x} is "
+                    "under-represented in what the model trained on")
+        if a.undecided:
+            return (f"a learned confusion ({moves}), whose items carry {share}: either noisy training labels "
+                    f"(items of {x} labelled {y}) or fewer {x} items in training ({x}'s training signal weakened); "
+                    "the validation set alone cannot tell these apart, a training subset (--train-data) can. These "
+                    "validation items are not label errors")
+        if a.reading is PairReading.LABEL_NOISE:
+            evidence = c.training.evidence_for(a.pairs[0])
+            return (f"a learned confusion ({moves}), whose items carry {share}: noisy training labels — on the "
+                    f"training subset {evidence.train_share:.1%} of the items labelled {y} are placed in {x} over the "
+                    f"epochs, against {evidence.validation_share:.1%} of the validation items labelled {y} (excess "
+                    f"{ci_text(evidence.excess, '+.1%')}); not these validation items")
+        if a.reading is PairReading.NEITHER:
+            return (f"a learned confusion ({moves}), whose items carry {share}: the training subset shows neither "
+                    f"noisy labels nor {x} losing its training signal, so suspect the features that separate these "
+                    "classes; not these validation items")
         return (f"a learned confusion ({moves}), whose items carry {share}: suspect the training labels or the "
                 "features that separate these classes, not these validation items")
     if a.cause is Cause.VALIDATION_LABELS:
@@ -173,9 +197,26 @@ def _step(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, ids: tuple[s
                 "(its share of the training data, sampling, augmentation).")
     if a.cause is Cause.LEARNED_CONFUSION:
         x, y = a.pairs[0]
+        if a.undecided:
+            return (f"Check the TRAINING labels of {names[x]} and {names[y]} (items of {names[x]} labelled "
+                    f"{names[y]}) and {names[x]}'s share of what the model trained on, epoch by epoch (sampling, "
+                    "a data-pipeline change); give postmortem a training subset (--train-data) to tell the two apart; "
+                    f"until then pick by macro F1 ({epoch_picked_by(analysis, 'highest macro F1')}).")
+        if a.reading is PairReading.LABEL_NOISE:
+            placed = c.training.evidence_for(a.pairs[0]).train_indices
+            ids = tuple(str(analysis.training.ids[i]) for i in placed[:IDS_IN_TEXT])
+            return (f"Relabel or drop the training items of {names[x]} labelled {names[y]}; the training subset's "
+                    f"candidates: {ids_text(ids, len(placed))}; until then pick by macro F1 "
+                    f"({epoch_picked_by(analysis, 'highest macro F1')}).")
         return (f"Check the TRAINING labels of {names[x]} and {names[y]} (items of {names[x]} labelled {names[y]}) "
                 f"and the features that separate the two; until then pick by macro F1 "
                 f"({epoch_picked_by(analysis, 'highest macro F1')}).")
+    if a.cause is Cause.CLASS_UNDERREPRESENTED:
+        x, y = a.pairs[0]
+        return (f"Restore {names[x]}'s share of the training data (its sampling weight, the sampler or data pipeline "
+                f"that thinned it, or class-balanced sampling) rather than relabelling; until then pick the checkpoint "
+                f"by macro F1 ({epoch_picked_by(analysis, 'highest macro F1')}) or by {names[x]}'s recall (epoch "
+                f"{_best_recall_epoch(analysis, x)}).")
     if a.cause is Cause.VALIDATION_LABELS:
         return ("Audit the labels of these validation items and fix them before reading the loss curve: "
                 f"{ids_text(ids, len(a.item_indices))}.")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ..analyze.bootstrap import Interval
 from ..analyze.run import RunAnalysis
+from ..analyze.training import TrainingComparison
 
-__all__ = ["IDS_IN_TEXT", "ci_text", "share_text", "ids_text", "epoch_picked_by"]
+__all__ = ["IDS_IN_TEXT", "ci_text", "share_text", "ids_text", "epoch_picked_by", "gap_text"]
 
 IDS_IN_TEXT = 10          # item ids a sentence shows; metrics.json lists up to DiagnosisConfig.max_listed_items
 
@@ -32,3 +33,11 @@ def ids_text(ids: tuple[str, ...], total: int) -> str:
 def epoch_picked_by(analysis: RunAnalysis, criterion: str) -> str:
     """'epoch N': the epoch a criterion of the checkpoint table picks."""
     return f"epoch {analysis.epochs[analysis.checkpoint_choice.index_by(criterion)].epoch}"
+
+
+def gap_text(training: TrainingComparison) -> str:
+    """'the generalisation gap (validation minus training-subset loss) went +0.0500 → +0.3100 (change ...)'."""
+    return (f"the generalisation gap (validation minus training-subset loss) went {training.gap_before.estimate:+.4f} → "
+            f"{training.gap_after.estimate:+.4f} (change {training.gap_change.estimate:+.4f}, "
+            f"{ci_text(training.gap_change)}), the training-subset loss changed "
+            f"{training.train_loss_change.estimate:+.4f} ({ci_text(training.train_loss_change)})")

@@ -1,6 +1,7 @@
 """Evaluation cache: one .npz per checkpoint under OUT/cache, keyed by checkpoint content and settings."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -15,7 +16,8 @@ import numpy as np
 from ..errors import CacheError
 from .records import ITEM_SCALARS, EpochRecords, ItemTable
 
-__all__ = ["CachedEpoch", "EvaluationCache", "remember_data", "recall_data", "CACHE_FORMAT"]
+__all__ = ["CachedEpoch", "EvaluationCache", "remember_data", "recall_data", "write_atomically", "derived_key",
+           "CACHE_FORMAT"]
 
 CACHE_FORMAT = 4   # bump when EpochRecords or metadata change meaning, so old entries are recomputed
 
@@ -73,17 +75,20 @@ class EvaluationCache:
                 meta = json.loads(bytes(archive["meta"]).decode())
                 if meta.get("format") != CACHE_FORMAT:
                     raise CacheError(f"{path}: cache format {meta.get('format')} is not {CACHE_FORMAT}")
-                arrays = {name: archive[name] for name in (*ITEM_SCALARS, "labels", "ids", "groups")}
+                arrays = {name: archive[name] for name in (*ITEM_SCALARS, "labels", "ids", "groups",
+                                                           *(("input_hashes",) if "input_hashes" in archive else ()))}
                 records = EpochRecords(n_classes=int(meta["n_classes"]), temperature=float(meta["temperature"]),
                                        scaled_loss=float(meta["scaled_loss"]),
                                        **{name: arrays[name] for name in ITEM_SCALARS})
-                items = ItemTable(labels=arrays["labels"], ids=arrays["ids"], groups=arrays["groups"])
+                items = ItemTable(labels=arrays["labels"], ids=arrays["ids"], groups=arrays["groups"],
+                                  input_hashes=arrays.get("input_hashes"))
                 expected = meta["checksum"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError) as exc:
             raise CacheError(f"{path}: unreadable cache entry ({type(exc).__name__}: {exc})") from exc
         if _checksum(arrays) != expected:
             raise CacheError(f"{path}: cache entry does not match its checksum")
-        lengths = {len(items.labels), *(len(getattr(records, name)) for name in ITEM_SCALARS)}
+        lengths = {len(items.labels), *(len(getattr(records, name)) for name in ITEM_SCALARS),
+                   *(() if items.input_hashes is None else (len(items.input_hashes),))}
         if len(lengths) != 1:
             raise CacheError(f"{path}: arrays of different lengths")
         n = records.n_classes
@@ -96,12 +101,19 @@ class EvaluationCache:
         """Write one checkpoint's entry (atomically)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         arrays = {"labels": entry.items.labels, "ids": entry.items.ids.astype(str), "groups": entry.items.groups,
+                  **({} if entry.items.input_hashes is None else {"input_hashes": entry.items.input_hashes}),
                   **entry.records.arrays()}
         meta = {"format": CACHE_FORMAT, "n_classes": entry.records.n_classes,
                 "temperature": entry.records.temperature, "scaled_loss": entry.records.scaled_loss,
                 "metadata": entry.metadata, "checksum": _checksum(arrays)}
-        _write_atomically(self.path_for(content_sha256), lambda stream: np.savez(
+        write_atomically(self.path_for(content_sha256), lambda stream: np.savez(
             stream, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays))
+
+
+def derived_key(base: str, *parts: Any) -> str:
+    """A settings key for entries that depend on `base`'s and on more (a pass in train mode, a training subset):
+    hashed, since an entry's file name keeps only the first characters of its key."""
+    return hashlib.sha256(json.dumps([base, *parts], default=str).encode()).hexdigest()
 
 
 def _data_record_path(directory: Path, data_key: str) -> Path:
@@ -113,7 +125,7 @@ def remember_data(directory: Path, data_key: str, fingerprint: str) -> None:
     bytes and how it is read), so that a later run finds its entries without reading the data (and importing torch)."""
     directory.mkdir(parents=True, exist_ok=True)
     content = json.dumps({"fingerprint": fingerprint}).encode()
-    _write_atomically(_data_record_path(directory, data_key), lambda stream: stream.write(content))
+    write_atomically(_data_record_path(directory, data_key), lambda stream: stream.write(content))
 
 
 def recall_data(directory: Path, data_key: str) -> str | None:
@@ -124,7 +136,7 @@ def recall_data(directory: Path, data_key: str) -> str | None:
         return None
 
 
-def _write_atomically(path: Path, write: Callable[[Any], Any]) -> None:
+def write_atomically(path: Path, write: Callable[[Any], Any]) -> None:
     """write(stream) into a temporary file in the same folder, then a rename: never a partial file."""
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
     try:

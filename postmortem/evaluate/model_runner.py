@@ -14,7 +14,10 @@ from ..load.data import batch_fields
 from ..load.spec import UserCallable, call_user_code
 from .records import OutputsAccumulator, counted_rows, detect_output_kind
 
-__all__ = ["to_device", "prepare_model", "run_checkpoint"]
+__all__ = ["to_device", "prepare_model", "run_checkpoint", "item_input_hashes", "NOT_INPUT_KEYS"]
+
+# Batch keys that describe items rather than feed the model: never part of an item's input hash.
+NOT_INPUT_KEYS = ("labels", "mask", "ids", "groups")
 
 
 def to_device(value: Any, device: str) -> Any:
@@ -80,18 +83,55 @@ def _default_forward(model: Any, batch: Any, data_source: str = "validation data
     return _model_outputs(output), labels, mask
 
 
+def _input_leaves(value: Any, shape: tuple[int, ...], skip: tuple[Any, ...], key: str | None = None) -> list[Any]:
+    """The tensors and arrays inside a batch whose leading dimensions are the labels' `shape`: the items' inputs
+    (the labels and mask themselves, and the keys in NOT_INPUT_KEYS, left out)."""
+    import torch
+
+    if key in NOT_INPUT_KEYS or any(value is s for s in skip):
+        return []
+    if isinstance(value, dict):
+        return [leaf for k in sorted(value, key=str) for leaf in _input_leaves(value[k], shape, skip, str(k))]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _input_leaves(v, shape, skip)]
+    if isinstance(value, (torch.Tensor, np.ndarray)) and tuple(value.shape[:len(shape)]) == shape:
+        return [value]
+    return []
+
+
+def item_input_hashes(batch: Any, labels: Any, mask: Any) -> np.ndarray:
+    """A 64-bit hash (blake2b) of each position's inputs, one per element of the labels (flattened): the bytes of
+    every input tensor's row at that position, in key order. Two items hash alike exactly when their inputs are
+    byte-for-byte equal (the leakage check); an item with no input tensor of its own hashes as the empty input."""
+    import hashlib
+
+    shape = tuple(np.shape(_as_numpy(labels)))
+    rows = int(np.prod(shape)) if shape else 0
+    parts = []
+    for leaf in _input_leaves(batch, shape, (labels, mask)):
+        array = np.ascontiguousarray(_as_numpy(leaf)).reshape(rows, -1)
+        parts.append(array.view(np.uint8).reshape(rows, -1))
+    joined = np.concatenate(parts, axis=1) if parts else np.zeros((rows, 0), np.uint8)
+    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little") for row in joined],
+                    dtype=np.uint64)
+
+
 def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None, output_kind: str,
-                   accumulator: OutputsAccumulator, on_device: bool = False) -> str:
+                   accumulator: OutputsAccumulator, on_device: bool = False,
+                   input_hashes: list | None = None) -> str:
     """Forward every batch in eval mode under inference_mode, handing the outputs to `accumulator` as they
     come (float32, or float64 where the model computes in float64): as tensors where they are when `on_device`
-    (its store is a DeviceOutputs), else as numpy arrays on the host. Returns the output kind (auto resolved)."""
+    (its store is a DeviceOutputs), else as numpy arrays on the host. Returns the output kind (auto resolved).
+
+    `input_hashes` (one slot per batch, filled on first use and kept for the next checkpoints) asks for each
+    item's input hash (item_input_hashes) beside its outputs."""
     import torch
 
     call: Callable[[Any, Any], Any] = forward if forward is not None else \
         (lambda m, b: _default_forward(m, b, accumulator.source))
     resolved = output_kind
     with torch.inference_mode():
-        for batch in batches:
+        for index, batch in enumerate(batches):
             result = call(model, batch)
             if not isinstance(result, (tuple, list)) or len(result) not in (2, 3):
                 raise DataError(f"{getattr(forward, 'reference', 'forward')}: must return (outputs, labels) or "
@@ -108,9 +148,15 @@ def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None,
                 resolved = detect_output_kind(sample[:256]) if len(sample) else "auto"
             ids = batch.get("ids") if isinstance(batch, dict) else None
             groups = batch.get("groups") if isinstance(batch, dict) else None
+            hashes = None
+            if input_hashes is not None:
+                if input_hashes[index] is None:
+                    input_hashes[index] = item_input_hashes(batch, labels, mask)
+                hashes = input_hashes[index]
             accumulator.add(scores if on_device else _as_numpy(scores), _as_numpy(labels),
                             None if mask is None else _as_numpy(mask),
-                            ids=_as_list(ids), groups=None if groups is None else _as_numpy(groups))
+                            ids=_as_list(ids), groups=None if groups is None else _as_numpy(groups),
+                            input_hashes=hashes)
     return resolved if resolved != "auto" else "logits"
 
 

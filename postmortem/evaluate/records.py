@@ -23,6 +23,7 @@ class ItemTable:
     labels: np.ndarray          # int64, in [0, C)
     ids: np.ndarray             # str
     groups: np.ndarray          # int64; an item's own index when the data names no groups
+    input_hashes: np.ndarray | None = None   # uint64 per item, a hash of its inputs (with a training subset only)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -222,13 +223,16 @@ class OutputsAccumulator:
     _labels: list = field(default_factory=list)
     _ids: list = field(default_factory=list)
     _groups: list = field(default_factory=list)
+    _hashes: list = field(default_factory=list)
     _n_seen: int = 0
     _group_names: dict = field(default_factory=dict)
     batch_counts: list = field(default_factory=list)   # counted items per batch, in order
 
     def add(self, outputs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None,
-            ids: list | np.ndarray | None = None, groups: np.ndarray | None = None) -> None:
-        """Add one batch: class scores (B, C) or (B, T, C) and labels (B,) or (B, T)."""
+            ids: list | np.ndarray | None = None, groups: np.ndarray | None = None,
+            input_hashes: np.ndarray | None = None) -> None:
+        """Add one batch: class scores (B, C) or (B, T, C) and labels (B,) or (B, T); `input_hashes` one per
+        position of the labels (flattened), when the inputs are hashed."""
         labels = np.asarray(labels)
         if outputs.shape[:-1] != labels.shape:
             raise DataError(f"{self.source}: outputs of shape {tuple(outputs.shape)} do not fit labels of "
@@ -260,6 +264,8 @@ class OutputsAccumulator:
         self._labels.append(labels[counted].astype(np.int64))
         self._ids.append(batch_ids[counted])
         self._groups.append(batch_groups[counted])
+        if input_hashes is not None:
+            self._hashes.append(input_hashes[counted.reshape(-1)])
 
     def _item_keys(self, shape: tuple, ids, groups) -> tuple[np.ndarray, np.ndarray]:
         """Ids and groups for every position of a batch: 'id' per item, 'id:t' per step of a sequence.
@@ -302,7 +308,9 @@ class OutputsAccumulator:
         weights = np.ones(n_classes) if self.class_weights is None else np.asarray(self.class_weights, dtype=np.float64)
         if len(weights) != n_classes:
             raise DataError(f"{self.source}: outputs have {n_classes} classes but {len(weights)} class weights were given")
-        items = ItemTable(labels=labels, ids=np.concatenate(self._ids), groups=np.concatenate(self._groups))
+        hashes = np.concatenate(self._hashes) if self._hashes and len(self._hashes) == len(self._labels) else None
+        items = ItemTable(labels=labels, ids=np.concatenate(self._ids), groups=np.concatenate(self._groups),
+                          input_hashes=hashes)
         records, n_nonfinite = self.store.reduce(outputs, labels, weights[labels], kind, groups=items.groups)
         if n_nonfinite:
             raise NonFiniteOutputsError(f"{self.source}: {n_nonfinite} of {len(labels)} counted items have NaN "

@@ -91,11 +91,11 @@ def _batches_from_mapping(content: dict, path: Path, batch_size: int) -> list[di
             for start in range(0, n, batch_size)]
 
 
-def _read_data_file(path: Path, batch_size: int, trust: bool = False) -> list[Any]:
+def _read_data_file(path: Path, batch_size: int, trust: bool = False, what: str = "validation data") -> list[Any]:
     from .torch_files import load_torch_data
 
     if not path.is_file():
-        raise InputError(f"{path}: validation data file not found")
+        raise InputError(f"{path}: {what} file not found")
     if path.suffix == ".npz":
         return _batches_from_mapping(read_npz(path, ".npz file"), path, batch_size)
     try:
@@ -154,8 +154,9 @@ def names_data_file(reference: str | None) -> bool:
 
 
 def load_validation_data(reference: str | None, run: Path, spec_file: Path, batch_size: int,
-                         trust: bool = False, workers: int = 0) -> ValidationData:
-    """Read --data (a .pt/.npz file or FILE.py:FUNC), default RUN/postmortem_spec.py:val_data.
+                         trust: bool = False, workers: int = 0, what: str = "validation data") -> ValidationData:
+    """Read --data (a .pt/.npz file or FILE.py:FUNC), default RUN/postmortem_spec.py:val_data; the training subset
+    (--train-data, `what` naming it in messages) is read the same way, from a reference resolved by the caller.
 
     A .pt file is read without running code (torch_files: weights-only, else inert placeholders); with its
     code only when that refuses it and `trust` (--trust-checkpoints). A Dataset
@@ -167,9 +168,9 @@ def load_validation_data(reference: str | None, run: Path, spec_file: Path, batc
                              f"or define val_data() in {spec_file.name}")
         reference = f"{spec_file}:val_data"
     if names_data_file(reference):
-        batches = _read_data_file(Path(reference), batch_size, trust)
+        batches = _read_data_file(Path(reference), batch_size, trust, what)
     else:
-        batches = _batches_from_factory(resolve_callable(reference, "validation data"), batch_size, workers)
+        batches = _batches_from_factory(resolve_callable(reference, what), batch_size, workers)
     return ValidationData(batches=batches, source=reference, fingerprint=fingerprint_batches(batches))
 
 

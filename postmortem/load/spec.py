@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 from ..errors import ConfigError, InputError, UserCodeError
 
-__all__ = ["UserCallable", "resolve_callable", "call_user_code", "spec_callable", "source_sha256", "NeedsImport",
-           "defines", "DEFAULT_SPEC_FILE"]
+__all__ = ["UserCallable", "resolve_callable", "call_user_code", "spec_reference", "spec_callable", "source_sha256",
+           "NeedsImport", "defines", "DEFAULT_SPEC_FILE"]
 
 DEFAULT_SPEC_FILE = "postmortem_spec.py"
 
@@ -138,8 +138,9 @@ def call_user_code(reference: str, function: Callable[..., Any], *args: Any) -> 
         raise UserCodeError(f"{reference}: raised {_describe(exc)}{_user_traceback(exc)}") from exc
 
 
-def _spec_reference(reference: str | None, spec_file: Path, default_name: str) -> str | None:
-    """--model/--forward as given, else FILE:NAME of RUN/postmortem_spec.py when it defines NAME, else None."""
+def spec_reference(reference: str | None, spec_file: Path, default_name: str) -> str | None:
+    """--model/--forward/--train-data as given, else FILE:NAME of RUN/postmortem_spec.py when it defines NAME, else
+    None."""
     if reference:
         return reference
     if spec_file.is_file() and defines(spec_file, default_name):
@@ -149,7 +150,7 @@ def _spec_reference(reference: str | None, spec_file: Path, default_name: str) -
 
 def spec_callable(reference: str | None, spec_file: Path, default_name: str, what: str) -> UserCallable | None:
     """--model/--forward, else the function of that name in RUN/postmortem_spec.py when it defines one."""
-    resolved = _spec_reference(reference, spec_file, default_name)
+    resolved = spec_reference(reference, spec_file, default_name)
     return resolve_callable(resolved, what) if resolved else None
 
 
@@ -161,7 +162,7 @@ def source_sha256(reference: str | None, spec_file: Path, default_name: str) -> 
     """The source_sha256 that spec_callable(reference, spec_file, default_name, ...) carries, from the file's bytes
     without importing it (no user code runs, and no torch): None where spec_callable gives None. Raises
     NeedsImport for a package.module:FUNC reference, OSError where the file cannot be read."""
-    resolved = _spec_reference(reference, spec_file, default_name)
+    resolved = spec_reference(reference, spec_file, default_name)
     if resolved is None:
         return None
     target = resolved.rpartition(":")[0]

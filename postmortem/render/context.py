@@ -168,9 +168,12 @@ def report_context(inputs: RenderInput, figures: Sequence, for_print: bool) -> d
         "figure_titles": {fig.id: fig.title for fig in figures} | {
             FigureAnchor.CONFIDENT_ERRORS.value: "Items that became confidently wrong",
             FigureAnchor.CHOICE.value: "Which checkpoint to pick",
-            FigureAnchor.TRAIN_LOG.value: "The training log beside the recomputed loss"},
+            FigureAnchor.TRAIN_LOG.value: "The training log beside the recomputed loss",
+            FigureAnchor.TRAINING.value: "The training subset beside the validation set"},
         "anchors": {anchor.name.lower(): anchor.value for anchor in FigureAnchor},
         "train_log": _train_log_context(inputs.train_log),
+        "training": _training_context(inputs),
+        "train_mode": _train_mode_context(inputs),
         "nonfinite": [{"checkpoint": n.checkpoint, "epoch": n.epoch, "count": n.n_nonfinite, "counted": n.n_counted}
                       for n in inputs.nonfinite],
         "notes": list(inputs.notes),
@@ -188,6 +191,65 @@ def report_context(inputs: RenderInput, figures: Sequence, for_print: bool) -> d
         "loss_note": "no class weights" if np.allclose(analysis.class_weights, 1.0) else "class weights applied",
         "provenance": [{"name": k, "value": v} for k, v in inputs.provenance],
     }
+
+
+TRAINING_ROWS = 20       # memorised and leaked items shown in the report (metrics.json lists them all)
+
+
+def _training_context(inputs: RenderInput) -> dict[str, Any] | None:
+    """The training subset beside the validation set: gap per epoch, classes, the compared epochs' label evidence
+    and class signals, memorised labels and leakage (None without a subset)."""
+    analysis, training = inputs.analysis, inputs.analysis.training
+    if training is None:
+        return None
+    names, side = inputs.class_labels, inputs.comparison.training
+    first, last = side.from_index, side.to_index
+    val_first, val_last = analysis.epochs[first].metrics, analysis.epochs[last].metrics
+    recalls = training.recalls
+    classes = [{"name": name, "validation_share": float(v), "training_share": float(t),
+                "training_recall_before": recalls[first, k], "training_recall_after": recalls[last, k],
+                "validation_recall_before": val_first.per_class[k].recall,
+                "validation_recall_after": val_last.per_class[k].recall}
+               for k, (name, t, v) in enumerate(zip(names, training.class_share, training.validation_class_share))]
+    memorised = training.memorised
+    leakage = training.leakage
+    return {
+        "n_items": training.n_items,
+        "from_epoch": analysis.epochs[first].epoch, "to_epoch": analysis.epochs[last].epoch,
+        "epochs": [{"epoch": view.epoch, "validation_loss": view.metrics.loss, "training_loss": m.loss,
+                    "training_accuracy": m.accuracy, "gap": gap.estimate, "gap_low": gap.low, "gap_high": gap.high}
+                   for view, m, gap in zip(analysis.epochs, training.epochs, training.gap)],
+        "gap_change": side.gap_change,
+        "classes": classes,
+        "evidence": [{"pair": f"{names[e.true_class]} → {names[e.predicted_class]}",
+                      "labelled": names[e.predicted_class], "placed": names[e.true_class],
+                      "train_share": e.train_share, "validation_share": e.validation_share, "excess": e.excess,
+                      "n_items": len(e.train_indices)} for e in side.pair_evidence],
+        "memorised": {"n_negative": len(memorised.indices), "n_memorised": memorised.n_memorised,
+                      "rows": [{"id": str(training.ids[i]), "label": names[training.labels[i]],
+                                "competitor": names[memorised.competitor[j]],
+                                "aum": float(memorised.area_under_margin[j]),
+                                "fit_from": None if memorised.fit_from[j] < 0 else analysis.epochs[memorised.fit_from[j]].epoch,
+                                "forgotten": int(memorised.forgetting_events[j])}
+                               for j, i in enumerate(memorised.indices[:TRAINING_ROWS])]},
+        "leakage": {"n_items": len(leakage.indices), "by_input_hash": len(leakage.by_input_hash),
+                    "hashed": leakage.input_hashes_known, "by_outputs": len(leakage.by_outputs),
+                    "tolerance": leakage.tolerance,
+                    "rows": [{"id": str(analysis.ids[v]), "training_id": str(training.ids[t])}
+                             for v, t in list(zip(leakage.indices, leakage.matched_training))[:TRAINING_ROWS]]},
+    }
+
+
+def _train_mode_context(inputs: RenderInput) -> dict[str, Any] | None:
+    """Train mode against eval mode at the compared epochs, when measured."""
+    modes = inputs.comparison.modes
+    if modes is None:
+        return None
+    return {"rows": [{"epoch": inputs.analysis.epochs[m.epoch_index].epoch, "layers": m.layers or "none",
+                      "eval_loss": m.eval_loss, "train_mode_loss": m.train_mode_loss,
+                      "spread": m.train_mode_spread, "recalibrated_loss": m.recalibrated_loss}
+                     for m in modes.epochs],
+            "removes": modes.recalibration_removes, "share": modes.recalibration_share}
 
 
 def _train_log_context(train_log) -> dict[str, Any] | None:

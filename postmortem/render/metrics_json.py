@@ -60,9 +60,76 @@ def _attribution(ledger, classes) -> dict[str, Any]:
     }
 
 
-def metrics_document(analysis, diagnosis, skipped: list) -> dict[str, Any]:
+def _training(analysis, comparison, max_listed: int) -> dict[str, Any] | None:
+    """The training subset: per epoch its loss, accuracy, per-class numbers and the gap; class shares; the
+    comparison's training side; memorised labels (the first `max_listed`); leakage (every flagged item)."""
+    training = analysis.training
+    if training is None:
+        return None
+    classes, views = analysis.classes, analysis.epochs
+    epochs = [{"epoch": int(view.epoch), "loss": _number(m.loss), "accuracy": _number(m.accuracy),
+               "gap": _interval(gap),
+               "per_class": {name: {"support": k.support, "loss": _number(k.loss), "recall": _number(k.recall)}
+                             for name, k in zip(classes, m.per_class)}}
+              for view, m, gap in zip(views, training.epochs, training.gap)]
+    memorised = training.memorised
+    listed = range(min(len(memorised.indices), max_listed))
+    leakage = training.leakage
+    flagged = leakage.indices
+    side = comparison.training
+    document = {
+        "n_items": training.n_items,
+        "epochs": epochs,
+        "class_shares": {name: {"training_share": _number(t), "validation_share": _number(v)}
+                         for name, t, v in zip(classes, training.class_share, training.validation_class_share)},
+        "memorised_labels": {
+            "n_negative_aum": int(len(memorised.indices)), "n_memorised": memorised.n_memorised,
+            "items": [{"id": str(training.ids[memorised.indices[i]]), "label": classes[training.labels[memorised.indices[i]]],
+                       "competitor": classes[memorised.competitor[i]],
+                       "area_under_margin": _number(memorised.area_under_margin[i]),
+                       "fit_from_epoch": None if memorised.fit_from[i] < 0 else int(views[memorised.fit_from[i]].epoch),
+                       "forgetting_events": int(memorised.forgetting_events[i])} for i in listed]},
+        "leakage": {"n_items": int(len(flagged)),
+                    "by_input_hash": int(len(leakage.by_input_hash)) if leakage.input_hashes_known else None,
+                    "by_outputs": int(len(leakage.by_outputs)), "tolerance": leakage.tolerance,
+                    "item_ids": [str(analysis.ids[i]) for i in flagged],
+                    "matched_training_ids": [str(training.ids[i]) for i in leakage.matched_training]},
+    }
+    if side is not None:
+        document["comparison"] = {
+            "from_epoch": int(views[side.from_index].epoch), "to_epoch": int(views[side.to_index].epoch),
+            "gap_before": _interval(side.gap_before), "gap_after": _interval(side.gap_after),
+            "gap_change": _interval(side.gap_change), "train_loss_change": _interval(side.train_loss_change),
+            "label_evidence": [{"true_class": classes[e.true_class], "predicted_class": classes[e.predicted_class],
+                                "train_share": _number(e.train_share), "validation_share": _number(e.validation_share),
+                                "excess": _interval(e.excess),
+                                "item_ids": [str(training.ids[i]) for i in e.train_indices[:max_listed]]}
+                               for e in side.pair_evidence],
+            "class_signals": [{"true_class": classes[g.true_class],
+                               "predicted_class": None if g.predicted_class is None else classes[g.predicted_class],
+                               "recall_before": _number(g.recall_before), "recall_after": _number(g.recall_after),
+                               "recall_change": _interval(g.recall_change),
+                               "drift_before": _number(g.drift_before), "drift_after": _number(g.drift_after),
+                               "drift_change": None if g.drift_change is None else _interval(g.drift_change)}
+                              for g in side.signals]}
+    return document
+
+
+def _train_mode(analysis, modes) -> dict[str, Any] | None:
+    """Train mode against eval mode at the compared epochs (None when not measured)."""
+    if modes is None:
+        return None
+    return {"epochs": [{"epoch": int(analysis.epochs[m.epoch_index].epoch), "layers": m.layers,
+                        "eval_loss": _number(m.eval_loss),
+                        "train_mode_losses": [_number(v) for v in m.train_mode_losses],
+                        "recalibrated_loss": _number(m.recalibrated_loss)} for m in modes.epochs],
+            "recalibration_removes": None if modes.recalibration_removes is None else _interval(modes.recalibration_removes),
+            "recalibration_share": None if modes.recalibration_share is None else _interval(modes.recalibration_share)}
+
+
+def metrics_document(analysis, diagnosis, skipped: list, max_listed: int) -> dict[str, Any]:
     """The metrics.json content: per-epoch metrics, best epoch, findings, skipped checkpoints, the verdict, and the
-    analyses behind it."""
+    analyses behind it; `max_listed` bounds the training subset's listed memorised items."""
     columns = analysis.epoch_columns()
     previous = [None] + list(analysis.step_decompositions)
     epochs = []
@@ -118,4 +185,6 @@ def metrics_document(analysis, diagnosis, skipped: list) -> dict[str, Any]:
         "class_shares": {name: {"frequency_share": _number(f), "weight_share": _number(w)}
                          for name, f, w in zip(analysis.classes, analysis.class_shares.frequency_share,
                                                analysis.class_shares.weight_share)},
+        "training": _training(analysis, diagnosis.comparison, max_listed),
+        "train_mode": _train_mode(analysis, diagnosis.comparison.modes),
     }
