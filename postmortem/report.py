@@ -198,7 +198,8 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     analysis = analyze_run(evaluation, classes)
     thresholds = DiagnosisConfig(**dict(config.diagnosis))
     reconciliation = None if evaluation.train_log is None else \
-        reconcile_logged_loss(evaluation, evaluation.train_log, tolerance=thresholds.logged_loss_tolerance)
+        reconcile_logged_loss(evaluation, evaluation.train_log, tolerance=thresholds.logged_loss_tolerance,
+                              reproduce_tolerance=thresholds.logged_loss_reproduction)
     clock.lap("analyze")
     diagnosis = diagnose(analysis, thresholds, reconciliation, *_compared_indices(config, analysis))
     clock.lap("diagnose")

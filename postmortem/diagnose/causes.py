@@ -241,8 +241,10 @@ def _validation_labels(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
 def _logging_mismatch(reconciliation, config: DiagnosisConfig) -> CauseAssessment | None:
     if reconciliation is None:
         return None
+    chosen = None if reconciliation.agrees else reconciliation.explained_by
     facts = (f"logged and recomputed validation loss differ by up to {reconciliation.max_relative_difference:.2%} "
-             f"(tolerance {config.logged_loss_tolerance:.0e} relative)")
+             f"(tolerance {config.logged_loss_tolerance:.0e} relative)"
+             + ("" if chosen is None else f"; the log is {chosen.formula} ({chosen.name}), not the loss"))
     return CauseAssessment(Cause.LOGGING_MISMATCH, not reconciliation.agrees, None, facts)
 
 

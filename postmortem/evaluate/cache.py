@@ -17,7 +17,7 @@ from .records import ITEM_SCALARS, EpochRecords, ItemTable
 
 __all__ = ["CachedEpoch", "EvaluationCache", "remember_data", "recall_data", "CACHE_FORMAT"]
 
-CACHE_FORMAT = 4   # bump when EpochRecords or metadata change meaning, so old entries are recomputed
+CACHE_FORMAT = 5   # bump when EpochRecords or metadata change meaning, so old entries are recomputed
 
 
 @dataclass(frozen=True)

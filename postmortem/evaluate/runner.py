@@ -20,12 +20,14 @@ from ..load.discovery import (ORDER_KEYS, CheckpointFile, choose_order_key, disc
 from ..load.train_log import FoundTrainLog, find_train_log
 from . import distributed
 from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache, recall_data, remember_data
-from .records import EpochRecords, HostOutputs, ItemTable, OutputsAccumulator, counted_rows, detect_output_kind
+from .records import (BatchSizes, EpochRecords, HostOutputs, ItemTable, OutputsAccumulator, counted_rows,
+                      detect_output_kind)
 
 __all__ = ["EvaluatedEpoch", "Skipped", "NonFiniteEpoch", "WeightsUsed", "Evaluation", "evaluate_run"]
 
 TWO_REDUCERS_MAX_BYTES = 64 * 1024 * 1024
 AVAILABLE_WEIGHTS_KEY = "available_weights"   # per-checkpoint metadata: the kinds of weights the file holds
+BATCHES_KEY = "batches"                       # per-checkpoint metadata: BatchSizes.as_metadata() of the data
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,13 @@ class Evaluation:
     nonfinite: list[NonFiniteEpoch] = field(default_factory=list)
     train_log: Any = None                       # pandas DataFrame from load.train_log.read_train_log, or None
     train_log_source: str | None = None         # the file it was read from
-    batch_counts: tuple[int, ...] = ()          # counted items per validation batch, in order
+    batch_sizes: BatchSizes = BatchSizes()      # the validation batches: counted items, masked positions, rows
     weights: WeightsUsed | None = None          # model mode: which weights were evaluated, and whether others exist
+
+    @property
+    def batch_counts(self) -> tuple[int, ...]:
+        """Counted items per validation batch, in order."""
+        return self.batch_sizes.counted
 
 
 def _progress(total: int, quiet: bool):
@@ -244,7 +251,7 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
                       data_source=data_source, data_fingerprint=data_fingerprint, mode=mode,
                       notes=list(cache.problems) + ([weights.note] if weights and weights.note else []),
                       order_key=choose_order_key([by_name[e.checkpoint][0].metadata for e in epochs]),
-                      nonfinite=nonfinite, batch_counts=tuple(int(n) for n in first_meta.get("batch_counts", ())),
+                      nonfinite=nonfinite, batch_sizes=BatchSizes.from_metadata(first_meta.get(BATCHES_KEY)),
                       weights=weights)
 
 
@@ -367,7 +374,8 @@ def _reduction(config: ReportConfig, source: CheckpointFile, accumulator: Output
         except NonFiniteOutputsError as exc:
             raise _nonfinite_error(exc, source, metadata) from exc
         _check_class_count(config, records.n_classes, str(source.path))
-        return CachedEpoch(items, records, {**metadata, "output_kind": kind, "batch_counts": accumulator.batch_counts})
+        return CachedEpoch(items, records, {**metadata, "output_kind": kind,
+                                            BATCHES_KEY: accumulator.batch_sizes.as_metadata()})
     return finish
 
 

@@ -201,7 +201,7 @@ def _train_log_context(train_log) -> dict[str, Any] | None:
         for _, r in reconciliation.rows.iterrows()]
     return {"source": train_log.source, "key": reconciliation.key if reconciliation else train_log.key,
             "rows": rows, "agrees": reconciliation is not None and reconciliation.agrees,
-            "explanation": reconciliation.explanation_text if reconciliation else "the log has no validation loss "
+            "explanation": reconciliation.explanation_text if reconciliation else "The log has no validation loss "
                                                                                    "for these checkpoints"}
 
 
