@@ -53,14 +53,16 @@ def test_the_reduction_is_named_with_its_formula_and_the_epoch_to_compare_by(cos
     assert finding["title"].endswith("it is reproduced by batch means by count")
     assert f"It is {BY_COUNT.meaning}: {BY_COUNT.formula}, which reproduces the log at all {len(logged)} epochs" \
         in summary
-    assert "to the 4 decimals the log is written with" in summary
+    rounding = 0.5e-4 / min(round(row["valid_loss"], 4) for row in logged)
+    assert f"to {rounding:.1e} relative, the rounding of the 4 decimals the log is written with" in summary
     assert "Compare epochs by the recomputed loss" in summary
     best = int(np.argmin(recomputed))
     offset = (round(logged[best]["valid_loss"], 4) - recomputed[best]) / recomputed[best]
     assert abs(finding["evidence"]["logged_offset_at_best"] - offset) < 1e-6
     assert f"at the best epoch ({best + 1}, recomputed {recomputed[best]:.4f}) the logged curve is off by " \
            f"{offset:+.2%}" in summary
-    assert finding["thresholds"]["reduction_relative_difference"] == 1e-6
+    assert finding["thresholds"]["reduction_relative_difference"] == pytest.approx(rounding, rel=1e-8)
+    assert finding["evidence"]["reduction_relative_difference"] <= rounding
     assert "the log is sum_b n_b*L_b / sum_b n_b (batch_means_by_count)" in \
         metrics["verdict"]["sentences"]["model_or_else"]
 
@@ -99,3 +101,15 @@ def test_items_are_named_by_the_dialogue_ids_of_the_batches(cosmic):
     markdown = (out / "report.md").read_text()
     shown = [item for f in listed for item in f["item_ids"] if item in markdown]
     assert len(shown) >= 5 and all(int(item.split(":")[0]) >= FIRST_VID for item in shown)
+
+
+def test_the_html_shows_the_reduction_beside_the_log_and_the_dialogue_ids(cosmic):
+    from test_report_render import parse
+
+    _, logged, _, out, metrics = cosmic
+    page = parse(out / "report.html")
+    text = " ".join(page.text)
+    assert f"It is {BY_COUNT.meaning}: {BY_COUNT.formula}" in text
+    assert "batch_means_by_count" in page.text          # the column of its values in the training-log table
+    listed = next(f for f in metrics["findings"] if f["id"] == "confident_errors_dominate")["item_ids"]
+    assert all(item in text for item in listed[:10])

@@ -15,10 +15,12 @@ mean; B batches. Batches where no item counts have no loss and are left out of t
 at least two batches). Weighting each L_b by its W_b gives the recomputed loss itself: that loop is 'exact'.
 
 A candidate reproduces the log when it is within `reproduce_tolerance` relative of every logged value it has a
-value for, or, for a log written with few decimals (COSMIC rounds to 4), when it rounds to the logged values
-(within half a unit of the last decimal written). When none does, the remaining usual causes are named: the
-model left in train mode while validating, different weights (an EMA copy, a log written at another step than
-the checkpoint), or a different validation set or preprocessing.
+value for; a log written with few decimals (COSMIC rounds to 4) can only be reproduced to its rounding, so the
+tolerance is then at least half a unit of the last decimal over the smallest logged value. A log rounded more
+coarsely than a difference that counts (`tolerance`) cannot tell the candidates apart, and none is named. When
+none reproduces the log, the closest is said, and the remaining usual causes: the model left in train mode while
+validating, different weights (an EMA copy, a log written at another step than the checkpoint), or a different
+validation set or preprocessing.
 Pure numpy/pandas: runs on an Evaluation (cached records), no torch.
 """
 from __future__ import annotations
@@ -161,6 +163,9 @@ CANDIDATES: tuple[Candidate, ...] = (
 )
 
 
+EXACT = CANDIDATES[0]
+
+
 def measured_candidate(name: str, meaning: str, formula: str, values: Mapping[int, float]) -> Candidate:
     """A candidate whose values postmortem measured apart from the per-item losses (e.g. the loss of a train-mode
     pass over some checkpoints), keyed by epoch (or step: the reconciliation's key); an epoch it has no value for
@@ -178,8 +183,10 @@ class LossReconciliation:
     first candidate that reproduces the log (see the module doc), or None when none does (see OTHER_CAUSES).
     matching: every candidate that reproduces it; closest, closest_difference: the candidate (other than
     'exact') nearest the log and its largest relative difference. written_decimals: the decimals the log's values
-    are rounded to, None when they are not. best, best_logged: the key at the lowest recomputed and the lowest
-    logged loss; best_offset: (logged - recomputed) / recomputed at `best`.
+    are rounded to, None when they are not; reproduce_tolerance: the relative difference a candidate was allowed
+    (the one asked for, or the log's rounding when that is coarser: `rounded`); resolvable: whether that is within
+    `tolerance`. best, best_logged: the key at the lowest recomputed and at the lowest logged loss; best_offset:
+    (logged - recomputed) / recomputed at `best`. candidates: those tried, 'exact' among them.
     """
 
     key: str
@@ -195,7 +202,8 @@ class LossReconciliation:
     tolerance: float = MATCH_TOLERANCE
     reproduce_tolerance: float = REPRODUCE_TOLERANCE
     written_decimals: int | None = None
-    resolvable: bool = True                  # the log's rounding is finer than a difference that counts
+    rounded: bool = False
+    resolvable: bool = True
     best: int | None = None
     best_logged: int | None = None
     best_offset: float = math.nan
@@ -222,12 +230,12 @@ class LossReconciliation:
     @property
     def precision_text(self) -> str:
         """How closely the log can be reproduced: '1e-06 relative', or the log's decimals."""
-        if self.written_decimals is None:
+        if not self.rounded:
             return f"{self.reproduce_tolerance:.0e} relative"
         decimals = f"{self.written_decimals} decimal{'' if self.written_decimals == 1 else 's'}"
         if not self.resolvable:
             return f"the {decimals} the log is written with, too few to tell the reductions apart"
-        return f"{self.reproduce_tolerance:.0e} relative, or to the {decimals} the log is written with"
+        return f"{self.reproduce_tolerance:.1e} relative, the rounding of the {decimals} the log is written with"
 
     @property
     def explanation_text(self) -> str:
@@ -263,16 +271,20 @@ def _written_decimals(values: np.ndarray) -> int | None:
 def _largest_difference(values: np.ndarray, logged: np.ndarray) -> float:
     """max |logged - value| / |value| over the epochs a candidate has a value for (NaN when it has none)."""
     finite = np.isfinite(values)
-    return float(np.max(np.abs(logged[finite] - values[finite]) / np.abs(values[finite]))) if finite.any() else math.nan
-
-
-def _reproduces(values: np.ndarray, logged: np.ndarray, relative: float, half_unit: float) -> bool:
-    """Within `relative` of every logged value it has a value for, or within the log's rounding (`half_unit`)."""
-    finite = np.isfinite(values)
     if not finite.any():
-        return False
-    allowed = np.maximum(relative * np.abs(values[finite]), half_unit * (1 + 1e-9))
-    return bool((np.abs(logged[finite] - values[finite]) <= allowed).all())
+        return math.nan
+    return float(np.max(_relative(np.abs(logged[finite] - values[finite]), np.abs(values[finite]))))
+
+
+def _relative(difference, reference):
+    """difference / reference, inf where the reference is 0 and the difference is not (0 where both are)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(difference == 0, 0.0, np.asarray(difference, float) / reference)
+
+
+def _reproduces(values: np.ndarray, logged: np.ndarray, relative: float) -> bool:
+    """Within `relative` of every logged value it has a value for (and a value for one at least)."""
+    return bool(_largest_difference(values, logged) <= relative)
 
 
 def _batch_note(batches: BatchSizes) -> str:
@@ -307,6 +319,8 @@ def reconcile_logged_loss(evaluation, log: "pd.DataFrame", tolerance: float = MA
 
     if len({c.name for c in candidates}) != len(candidates):
         raise ValueError(f"candidate names repeat: {[c.name for c in candidates]}")
+    if EXACT.name not in {c.name for c in candidates}:
+        candidates = (EXACT, *candidates)
     key = "step" if evaluation.order_key in ("global_step", "step") else "epoch"
     logged = per_epoch(log, key)
     if logged.empty:
@@ -321,7 +335,7 @@ def reconcile_logged_loss(evaluation, log: "pd.DataFrame", tolerance: float = MA
         logged_value, recomputed = by_value[epoch.epoch], _weighted_mean(losses)
         rows.append({key: int(epoch.epoch), "checkpoint": epoch.checkpoint, "logged_val_loss": logged_value,
                      "recomputed_loss": recomputed,
-                     "relative_difference": abs(logged_value - recomputed) / abs(recomputed) if recomputed else math.inf,
+                     "relative_difference": float(_relative(abs(logged_value - recomputed), abs(recomputed))),
                      **{c.name: c.value(losses) for c in candidates}})
     if not rows:
         return None
@@ -329,11 +343,12 @@ def reconcile_logged_loss(evaluation, log: "pd.DataFrame", tolerance: float = MA
     logged_values = frame["logged_val_loss"].to_numpy(float)
     worst = float(frame["relative_difference"].max())
     decimals = _written_decimals(logged_values)
-    half_unit = 0.0 if decimals is None else 0.5 * 10.0 ** -decimals
-    # a log rounded more coarsely than a difference that counts cannot tell the reductions apart
-    resolvable = half_unit <= tolerance * float(np.min(np.abs(logged_values)))
+    # (1 + 1e-9): a value exactly half a unit off, as rounding leaves it, is within the rounding
+    rounding = 0.0 if decimals is None else 0.5 * 10.0 ** -decimals * (1 + 1e-9) / float(np.min(np.abs(logged_values)))
+    allowed = max(reproduce_tolerance, rounding)
+    resolvable = allowed <= tolerance
     matching = tuple(c.name for c in candidates if c.name != "exact" and resolvable and
-                     _reproduces(frame[c.name].to_numpy(float), logged_values, reproduce_tolerance, half_unit))
+                     _reproduces(frame[c.name].to_numpy(float), logged_values, allowed))
     others = [c.name for c in candidates if c.name != "exact" and np.isfinite(frame[c.name].to_numpy(float)).any()]
     closest = min(others, key=lambda name: _largest_difference(frame[name].to_numpy(float), logged_values)) \
         if others else None
@@ -345,6 +360,8 @@ def reconcile_logged_loss(evaluation, log: "pd.DataFrame", tolerance: float = MA
         batch_note=_batch_note(evaluation.batch_sizes), candidates=tuple(candidates), matching=matching,
         closest=closest,
         closest_difference=_largest_difference(frame[closest].to_numpy(float), logged_values) if closest else math.nan,
-        tolerance=tolerance, reproduce_tolerance=reproduce_tolerance, written_decimals=decimals, resolvable=resolvable,
+        tolerance=tolerance, reproduce_tolerance=allowed, written_decimals=decimals,
+        rounded=rounding > reproduce_tolerance, resolvable=resolvable,
         best=int(frame[key].iloc[best]), best_logged=int(frame[key].iloc[int(logged_values.argmin())]),
-        best_offset=float((logged_values[best] - recomputed[best]) / recomputed[best]))
+        best_offset=float(np.sign(logged_values[best] - recomputed[best])
+                          * _relative(abs(logged_values[best] - recomputed[best]), recomputed[best])))
