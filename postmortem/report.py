@@ -217,7 +217,8 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     thresholds = DiagnosisConfig(**dict(config.diagnosis))
     from_index, to_index = _compared_indices(config, analysis)
     reconciliation = None if evaluation.train_log is None else \
-        reconcile_logged_loss(evaluation, evaluation.train_log, tolerance=thresholds.logged_loss_tolerance)
+        reconcile_logged_loss(evaluation, evaluation.train_log, tolerance=thresholds.logged_loss_tolerance,
+                              reproduce_tolerance=thresholds.logged_loss_reproduction)
     modes = _mode_analysis(config, evaluation, analysis, reconciliation, from_index, to_index)
     clock.lap("analyze")
     diagnosis = diagnose(analysis, thresholds, reconciliation, from_index, to_index, modes=modes)

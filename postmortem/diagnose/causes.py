@@ -353,9 +353,11 @@ def train_mode_text(matches: tuple) -> str:
 def _logging_mismatch(reconciliation, config: DiagnosisConfig, matches: tuple) -> CauseAssessment | None:
     if reconciliation is None:
         return None
+    chosen = None if reconciliation.agrees else reconciliation.explained_by
     facts = (f"logged and recomputed validation loss differ by up to {reconciliation.max_relative_difference:.2%} "
-             f"(tolerance {config.logged_loss_tolerance:.0e} relative)")
-    if matches and all(m.matches for m in matches):
+             f"(tolerance {config.logged_loss_tolerance:.0e} relative)"
+             + ("" if chosen is None else f"; the log is {chosen.formula} ({chosen.name}), not the loss"))
+    if chosen is None and matches and all(m.matches for m in matches):
         facts += "; the logged values are " + train_mode_text(matches)
     return CauseAssessment(Cause.LOGGING_MISMATCH, not reconciliation.agrees, None, facts)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..analyze.reconcile import MATCH_TOLERANCE, REPRODUCE_TOLERANCE
+
 __all__ = ["DiagnosisConfig", "DIAGNOSIS_TABLE"]
 
 DIAGNOSIS_TABLE = "diagnosis"       # the postmortem.toml table that overrides these
@@ -46,5 +48,9 @@ class DiagnosisConfig:
     min_norm_growth: float = 0.10            # relative rise of the median centred-logit norm
     min_margin_growth: float = 0.10          # relative rise of the median absolute margin
     max_listed_items: int = 200              # item ids listed in metrics.json (text shows 10)
-    logged_loss_tolerance: float = 1e-3      # relative difference between logged and recomputed loss that counts
+    logged_loss_tolerance: float = MATCH_TOLERANCE        # relative difference between logged and recomputed loss
+                                                          # that counts (1e-3)
+    logged_loss_reproduction: float = REPRODUCE_TOLERANCE  # relative difference within which a reduction of the same
+                                                          # predictions reproduces the logged loss (1e-6), or the
+                                                          # log's own rounding
 

@@ -643,35 +643,60 @@ def noise(case: Case) -> Finding | None:
 
 
 def logged_loss_mismatch(case: Case, reconciliation) -> Finding | None:
-    """The training log's validation loss is not the loss of these checkpoints on this data."""
+    """The training log's validation loss is not the loss of these checkpoints on this data; when a reduction of
+    the same predictions reproduces it, the finding names it and how far the logged curve is off at the best epoch."""
     if reconciliation is None or reconciliation.agrees:
         return None
-    rows = reconciliation.rows
+    rows, key, config = reconciliation.rows, reconciliation.key, case.config
     worst = rows.loc[rows["relative_difference"].idxmax()]
-    matches = train_mode_matches(reconciliation, case.comparison, case.analysis, case.config)
-    in_train_mode = bool(matches) and all(m.matches for m in matches)
-    explanation = train_mode_text(matches) if in_train_mode and reconciliation.explanation is None else \
-        reconciliation.explanation_text
+    chosen = reconciliation.explained_by
+    matches = train_mode_matches(reconciliation, case.comparison, case.analysis, config)
+    in_train_mode = chosen is None and bool(matches) and all(m.matches for m in matches)
+    explanation = f"It matches {train_mode_text(matches)}" if in_train_mode else reconciliation.explanation_text
+    summary = (f"At {key} {int(worst[key])} the training log says {worst['logged_val_loss']:.4f}, the checkpoint "
+               f"gives {worst['recomputed_loss']:.4f} on this validation set ({reconciliation.n_matched} {key}s "
+               f"compared, tolerance {config.logged_loss_tolerance:.0e} relative). "
+               f"{explanation}.")
+    evidence = {"max_relative_difference": reconciliation.max_relative_difference,
+                "n_matched": reconciliation.n_matched,
+                "logged_val_loss": float(worst["logged_val_loss"]), "recomputed_loss": float(worst["recomputed_loss"])}
+    thresholds = {"max_relative_difference": config.logged_loss_tolerance}
+    if chosen is None:
+        next_steps = (*(("Call model.eval() before validating (and model.train() after): the logged curve is the "
+                         "train-mode loss.",) if in_train_mode else ()),
+                      "Fix the logged loss before reading its curve: reduce as your loss does (sum of weighted NLL "
+                      "over the sum of weights, over all items), validate in eval mode, and log the weights you save.",
+                      "Judge the run by the recomputed curve in this report meanwhile.")
+    else:
+        best = rows.loc[rows[key] == reconciliation.best].iloc[0]
+        picked = "" if reconciliation.best_logged == reconciliation.best else \
+            (f" The logged curve is lowest at {key} {reconciliation.best_logged}, the recomputed one at {key} "
+             f"{reconciliation.best}: choosing by the log picks another checkpoint.")
+        summary += (f" Compare epochs by the recomputed loss (this report's curve): it is the loss itself over the "
+                    f"whole validation set, which the logged value is not; at the best {key} ({reconciliation.best}, "
+                    f"recomputed {best['recomputed_loss']:.4f}) the logged curve is off by "
+                    f"{reconciliation.best_offset:+.2%} ({best['logged_val_loss']:.4f}).{picked}")
+        evidence.update({"reduction_relative_difference": reconciliation.difference(chosen.name),
+                         "logged_offset_at_best": reconciliation.best_offset})
+        thresholds["reduction_relative_difference"] = reconciliation.reproduce_tolerance
+        next_steps = (f"Log the loss as it is defined, {reconciliation.candidate('exact').formula} over the whole "
+                      f"validation set: add up the weighted NLLs and the weights over the batches and divide once "
+                      f"(with a masked loss: sum of w[y]*nll*mask and sum of w[y]*mask), instead of "
+                      f"{chosen.formula}.",
+                      "Judge the run by the recomputed curve in this report meanwhile.")
+    if (chosen is None and not in_train_mode) or (chosen is not None and chosen.per_batch):
+        summary += f" {reconciliation.batch_note[0].upper()}{reconciliation.batch_note[1:]}."
     return Finding(
         id=FindingKind.LOGGED_LOSS_MISMATCH.value,
         severity=Severity.HIGH,
         score=float(min(reconciliation.max_relative_difference, 1e6)),
         title=f"The logged validation loss differs from the recomputed one by up to "
-              f"{reconciliation.max_relative_difference:.1%}",
-        summary=(f"At {reconciliation.key} {int(worst[reconciliation.key])} the training log says "
-                 f"{worst['logged_val_loss']:.4f}, the checkpoint gives {worst['recomputed_loss']:.4f} on this "
-                 f"validation set ({reconciliation.n_matched} epochs compared, tolerance "
-                 f"{case.config.logged_loss_tolerance:.0e} relative). It matches {explanation}. "
-                 f"{reconciliation.batch_note}."),
-        evidence={"max_relative_difference": reconciliation.max_relative_difference,
-                  "n_matched": reconciliation.n_matched,
-                  "logged_val_loss": float(worst["logged_val_loss"]), "recomputed_loss": float(worst["recomputed_loss"])},
-        thresholds={"max_relative_difference": case.config.logged_loss_tolerance},
-        next_steps=(*(("Call model.eval() before validating (and model.train() after): the logged curve is the "
-                       "train-mode loss.",) if in_train_mode else ()),
-                    "Fix the logged loss before reading its curve: reduce as your loss does (sum of weighted NLL "
-                    "over the sum of weights, over all items), validate in eval mode, and log the weights you save.",
-                    "Judge the run by the recomputed curve in this report meanwhile."),
+              f"{reconciliation.max_relative_difference:.1%}"
+              + ("" if chosen is None else f": it is reproduced by {chosen.name.replace('_', ' ')}"),
+        summary=summary,
+        evidence=evidence,
+        thresholds=thresholds,
+        next_steps=next_steps,
         figure=FigureAnchor.TRAIN_LOG,
     )
 

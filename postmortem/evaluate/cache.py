@@ -19,7 +19,7 @@ from .records import ITEM_SCALARS, EpochRecords, ItemTable
 __all__ = ["CachedEpoch", "EvaluationCache", "remember_data", "recall_data", "write_atomically", "derived_key",
            "CACHE_FORMAT"]
 
-CACHE_FORMAT = 4   # bump when EpochRecords or metadata change meaning, so old entries are recomputed
+CACHE_FORMAT = 5   # bump when EpochRecords or metadata change meaning, so old entries are recomputed
 
 
 @dataclass(frozen=True)

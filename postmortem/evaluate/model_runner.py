@@ -10,14 +10,14 @@ from ..load.auto_model import build_described_model
 from ..load.checkpoint_reader import LoadedCheckpoint
 from ..load.discovery import CheckpointFile
 from ..load.state_dict_fit import fit_state_dict
-from ..load.data import batch_fields
+from ..load.data import ID_KEYS, batch_fields, batch_ids
 from ..load.spec import UserCallable, call_user_code
 from .records import OutputsAccumulator, counted_rows, detect_output_kind
 
 __all__ = ["to_device", "prepare_model", "run_checkpoint", "item_input_hashes", "NOT_INPUT_KEYS"]
 
 # Batch keys that describe items rather than feed the model: never part of an item's input hash.
-NOT_INPUT_KEYS = ("labels", "mask", "ids", "groups")
+NOT_INPUT_KEYS = ("labels", "mask", "groups", *ID_KEYS)
 
 
 def to_device(value: Any, device: str) -> Any:
@@ -123,8 +123,9 @@ def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None,
     come (float32, or float64 where the model computes in float64): as tensors where they are when `on_device`
     (its store is a DeviceOutputs), else as numpy arrays on the host. Returns the output kind (auto resolved).
 
-    `input_hashes` (one slot per batch, filled on first use and kept for the next checkpoints) asks for each
-    item's input hash (item_input_hashes) beside its outputs."""
+    Item ids are forward's fourth returned value when it gives one (not None), else the batch's (load.data.batch_ids:
+    a dict's 'ids', 'utterance_ids' or 'vid'). `input_hashes` (one slot per batch, filled on first use and kept for
+    the next checkpoints) asks for each item's input hash (item_input_hashes) beside its outputs."""
     import torch
 
     call: Callable[[Any, Any], Any] = forward if forward is not None else \
@@ -133,10 +134,12 @@ def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None,
     with torch.inference_mode():
         for index, batch in enumerate(batches):
             result = call(model, batch)
-            if not isinstance(result, (tuple, list)) or len(result) not in (2, 3):
-                raise DataError(f"{getattr(forward, 'reference', 'forward')}: must return (outputs, labels) or "
-                                f"(outputs, labels, mask), got {type(result).__name__}")
-            outputs, labels, mask = (*result, None)[:3]
+            if not isinstance(result, (tuple, list)) or len(result) not in (2, 3, 4):
+                raise DataError(f"{getattr(forward, 'reference', 'forward')}: must return (outputs, labels), "
+                                f"(outputs, labels, mask) or (outputs, labels, mask, ids), got "
+                                f"{type(result).__name__}" + (f" of {len(result)}" if isinstance(result, (tuple, list))
+                                                               else ""))
+            outputs, labels, mask, ids = (*result, None, None)[:4]
             outputs = torch.as_tensor(_model_outputs(outputs))
             if outputs.ndim < 2:
                 raise DataError(f"{accumulator.source}: model outputs of shape {tuple(outputs.shape)}; "
@@ -146,7 +149,7 @@ def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None,
                 sample = counted_rows(_as_numpy(scores), _as_numpy(labels), None if mask is None else _as_numpy(mask),
                                       accumulator.ignore_index)
                 resolved = detect_output_kind(sample[:256]) if len(sample) else "auto"
-            ids = batch.get("ids") if isinstance(batch, dict) else None
+            ids = batch_ids(batch) if ids is None else ids
             groups = batch.get("groups") if isinstance(batch, dict) else None
             hashes = None
             if input_hashes is not None:
@@ -167,6 +170,9 @@ def _as_numpy(value: Any) -> np.ndarray:
 
 
 def _as_list(ids: Any) -> list | None:
-    if ids is None:
-        return None
-    return _as_numpy(ids).tolist() if not isinstance(ids, list) else ids
+    """Ids as a list (a tensor's or array's values; a tuple's items); strings stay strings."""
+    if ids is None or isinstance(ids, list):
+        return ids
+    if isinstance(ids, tuple):
+        return list(ids)
+    return _as_numpy(ids).tolist()

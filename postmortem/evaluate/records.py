@@ -8,8 +8,9 @@ import numpy as np
 
 from .temperature import ShiftedLogits, crossfit_temperature, row_blocks
 from ..errors import DataError, NonFiniteOutputsError
+from ..load.data import ID_KEYS
 
-__all__ = ["ItemTable", "EpochRecords", "OutputsAccumulator", "counted_rows", "detect_output_kind", "score_rows",
+__all__ = ["ItemTable", "EpochRecords", "BatchSizes", "OutputsAccumulator", "counted_rows", "detect_output_kind", "score_rows",
            "reduce_outputs", "own_groups", "HostOutputs", "LOG_TINY"]
 
 ITEM_SCALARS = ("pred", "confidence", "nll", "margin", "logit_norm", "entropy", "sum_sq_prob", "scaled_nll",
@@ -27,6 +28,26 @@ class ItemTable:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+@dataclass(frozen=True)
+class BatchSizes:
+    """The validation batches as the data gave them, in order (what a training loop's per-batch reductions of its
+    logged loss are computed over): per batch, the items that count (mask != 0 and label != ignore_index), the
+    masked-in positions (mask != 0 whatever the label; the counted items when there is no mask) and the rows (the
+    labels' first dimension: examples, or sequences such as dialogues)."""
+
+    counted: tuple[int, ...] = ()
+    masked: tuple[int, ...] = ()
+    rows: tuple[int, ...] = ()
+
+    def as_metadata(self) -> dict[str, list[int]]:
+        return {"counted": list(self.counted), "masked": list(self.masked), "rows": list(self.rows)}
+
+    @classmethod
+    def from_metadata(cls, value: dict | None) -> "BatchSizes":
+        value = value or {}
+        return cls(*(tuple(int(n) for n in value.get(name, ())) for name in ("counted", "masked", "rows")))
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,8 @@ def detect_output_kind(outputs: np.ndarray) -> str:
         return "log_probs"
     return "logits"
 
+
+ID_SOURCES = f"a batch key {', '.join(repr(k) for k in ID_KEYS)}, or forward's fourth returned value"
 
 LOG_TINY = float(np.log(np.finfo(np.float64).tiny))   # the float64 floor for log-probabilities of exactly 0
 FOLD_COLUMNS_UP_TO = 64   # row_max folds columns up to this many classes (measured 3-9x faster at 7 and 20
@@ -226,7 +249,13 @@ class OutputsAccumulator:
     _hashes: list = field(default_factory=list)
     _n_seen: int = 0
     _group_names: dict = field(default_factory=dict)
-    batch_counts: list = field(default_factory=list)   # counted items per batch, in order
+    _ids_given: bool | None = None                     # whether the data names its items (known from the 1st batch)
+    _sizes: dict = field(default_factory=lambda: {"counted": [], "masked": [], "rows": []})
+
+    @property
+    def batch_sizes(self) -> BatchSizes:
+        """The batches added so far (counted items, masked-in positions, rows)."""
+        return BatchSizes(**{name: tuple(values) for name, values in self._sizes.items()})
 
     def add(self, outputs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None,
             ids: list | np.ndarray | None = None, groups: np.ndarray | None = None,
@@ -258,8 +287,10 @@ class OutputsAccumulator:
             raise DataError(f"{self.source}: {int(bad.sum())} counted label(s) outside [0, {n_classes}) "
                             f"(values {values}); the model outputs {n_classes} classes, and only "
                             f"ignore_index ({self.ignore_index}) or a mask of 0 may mark items that do not count")
-        self.batch_counts.append(int(counted.sum()))
-        batch_ids, batch_groups = self._item_keys(labels.shape, ids, groups)
+        self._sizes["counted"].append(int(counted.sum()))
+        self._sizes["masked"].append(int(counted.sum()) if mask is None else int(np.count_nonzero(mask)))
+        self._sizes["rows"].append(int(labels.shape[0]) if labels.ndim else 1)
+        batch_ids, batch_groups = self._item_keys(labels.shape, ids, groups, counted)
         self._outputs.append(self.store.keep(outputs, counted))
         self._labels.append(labels[counted].astype(np.int64))
         self._ids.append(batch_ids[counted])
@@ -267,25 +298,53 @@ class OutputsAccumulator:
         if input_hashes is not None:
             self._hashes.append(input_hashes[counted.reshape(-1)])
 
-    def _item_keys(self, shape: tuple, ids, groups) -> tuple[np.ndarray, np.ndarray]:
-        """Ids and groups for every position of a batch: 'id' per item, 'id:t' per step of a sequence.
+    def _item_keys(self, shape: tuple, ids, groups, counted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and groups for every position of a batch: the data's ids when it names its items (one per row, shown
+        'id', or 'id:t' for step t of a sequence; or one per step of a sequence, shown as given), else positions.
 
         A sequence is its own group (a dialogue of utterances), unless the data gives 'groups'.
         """
         if len(shape) not in (1, 2):
             raise DataError(f"{self.source}: labels of shape {tuple(shape)}; expected (B,) or (B, T)")
         n = shape[0]
+        batch = len(self._sizes["rows"])          # this batch's number, from 1 (its sizes are recorded already)
+        if self._ids_given is None:
+            self._ids_given = ids is not None
+        elif self._ids_given != (ids is not None):
+            given, missing = (batch, 1) if ids is not None else (1, batch)
+            raise DataError(f"{self.source}: batch {missing} has no item ids but batch {given} has them; give ids "
+                            f"for every batch ({ID_SOURCES}) or for none")
         if ids is None:
             item_ids = _position_ids(self._n_seen, n, shape[1] if len(shape) == 2 else None)
         else:
-            base = np.asarray([str(i) for i in ids])
-            if len(base) != n:
-                raise DataError(f"{self.source}: a batch has {len(base)} ids for {n} items")
-            item_ids = base if len(shape) == 1 else _step_ids(base, shape[1])
+            item_ids = self._given_ids(ids, shape, counted, batch)
         group = self._group_codes(groups, n) if groups is not None else \
             np.arange(self._n_seen, self._n_seen + n, dtype=np.int64)
         self._n_seen += n
         return item_ids, group if len(shape) == 1 else np.broadcast_to(group[:, None], shape)
+
+    def _given_ids(self, ids, shape: tuple, counted: np.ndarray, batch: int) -> np.ndarray:
+        """The data's ids of one batch as strings, one per position: per row (a sequence's id gets ':t' for step t),
+        or, for sequences, per step (nested lists, shown as given); a counted item without an id (None) is an error."""
+        rows = list(ids)
+        if len(rows) != shape[0]:
+            raise DataError(f"{self.source}: a batch has {len(rows)} ids for {shape[0]} items")
+        per_step = len(shape) == 2 and bool(rows) and isinstance(rows[0], (list, tuple, np.ndarray))
+        if per_step and any(len(row) != shape[1] for row in rows):
+            raise DataError(f"{self.source}: batch {batch}: per-step ids of lengths {sorted({len(r) for r in rows})} "
+                            f"for labels of shape {tuple(shape)}; give one id per sequence ({shape[0]},) or one per "
+                            f"step {tuple(shape)}")
+        values = np.empty(shape if per_step else (shape[0],), dtype=object)
+        for index, row in enumerate(rows):      # one by one: an id may itself be a tuple
+            values[index] = list(row) if per_step else row
+        needed = counted if per_step or len(shape) == 1 else counted.any(axis=1)
+        missing = np.argwhere(np.equal(values, None) & needed)
+        if len(missing):
+            raise DataError(f"{self.source}: batch {batch}: the item at position "
+                            f"{':'.join(str(int(i)) for i in missing[0])} has no id (None); every counted item "
+                            "needs one")
+        text = np.array([str(v) for v in values.ravel()]).reshape(values.shape)
+        return text if per_step or len(shape) == 1 else _step_ids(text, shape[1])
 
     def _group_codes(self, groups, n: int) -> np.ndarray:
         """A batch's groups as int64 codes: integers as they are; other values (e.g. dialogue names) numbered in
@@ -311,11 +370,24 @@ class OutputsAccumulator:
         hashes = np.concatenate(self._hashes) if self._hashes and len(self._hashes) == len(self._labels) else None
         items = ItemTable(labels=labels, ids=np.concatenate(self._ids), groups=np.concatenate(self._groups),
                           input_hashes=hashes)
+        if self._ids_given:
+            _check_unique(items.ids, self.source)
         records, n_nonfinite = self.store.reduce(outputs, labels, weights[labels], kind, groups=items.groups)
         if n_nonfinite:
             raise NonFiniteOutputsError(f"{self.source}: {n_nonfinite} of {len(labels)} counted items have NaN "
                                         "or inf outputs", n_nonfinite=n_nonfinite, n_counted=len(labels))
         return items, records
+
+
+def _check_unique(ids: np.ndarray, source: str) -> None:
+    """Every counted item's id names it alone (the data's own ids: positions are unique by construction)."""
+    values, counts = np.unique(ids, return_counts=True)
+    if len(values) < len(ids):
+        first = int(np.argmax(counts > 1))
+        repeated = int((counts > 1).sum())
+        raise DataError(f"{source}: item id {str(values[first])!r} names {int(counts[first])} counted items"
+                        + (f" ({repeated} ids repeat)" if repeated > 1 else "")
+                        + "; ids must be unique (two sequences with the same id?)")
 
 
 def _step_ids(base: np.ndarray, steps: int) -> np.ndarray:

@@ -21,7 +21,8 @@ from ..load.discovery import (ORDER_KEYS, CheckpointFile, choose_order_key, disc
 from ..load.train_log import FoundTrainLog, find_train_log
 from . import distributed
 from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache, derived_key, recall_data, remember_data
-from .records import EpochRecords, HostOutputs, ItemTable, OutputsAccumulator, counted_rows, detect_output_kind
+from .records import (BatchSizes, EpochRecords, HostOutputs, ItemTable, OutputsAccumulator, counted_rows,
+                      detect_output_kind)
 
 __all__ = ["EvaluatedEpoch", "Skipped", "NonFiniteEpoch", "WeightsUsed", "TrainingSubset", "Evaluation", "evaluate_run"]
 
@@ -29,6 +30,7 @@ TWO_REDUCERS_MAX_BYTES = 64 * 1024 * 1024
 # The datasets each checkpoint scores, in the order of their entries, as messages name their items.
 DATASETS = ("validation", "training-subset")
 AVAILABLE_WEIGHTS_KEY = "available_weights"   # per-checkpoint metadata: the kinds of weights the file holds
+BATCHES_KEY = "batches"                       # per-checkpoint metadata: BatchSizes.as_metadata() of the data
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,15 @@ class Evaluation:
     nonfinite: list[NonFiniteEpoch] = field(default_factory=list)
     train_log: Any = None                       # pandas DataFrame from load.train_log.read_train_log, or None
     train_log_source: str | None = None         # the file it was read from
-    batch_counts: tuple[int, ...] = ()          # counted items per validation batch, in order
+    batch_sizes: BatchSizes = BatchSizes()      # the validation batches: counted items, masked positions, rows
     weights: WeightsUsed | None = None          # model mode: which weights were evaluated, and whether others exist
     train: TrainingSubset | None = None         # the training subset, when one is given
     cache_keys: tuple[str, ...] = ()            # the settings keys of the datasets' cache entries (validation first)
+
+    @property
+    def batch_counts(self) -> tuple[int, ...]:
+        """Counted items per validation batch, in order."""
+        return self.batch_sizes.counted
 
 
 def _progress(total: int, quiet: bool):
@@ -304,7 +311,7 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], caches: list[E
                       data_source=data_source, data_fingerprint=data_fingerprint, mode=mode,
                       notes=[p for cache in caches for p in cache.problems] + ([weights.note] if weights and weights.note else []),
                       order_key=choose_order_key([o.entries[0].metadata for o in kept]),
-                      nonfinite=nonfinite, batch_counts=tuple(int(n) for n in first_meta.get("batch_counts", ())),
+                      nonfinite=nonfinite, batch_sizes=BatchSizes.from_metadata(first_meta.get(BATCHES_KEY)),
                       weights=weights, train=_training_subset(train, kept, epochs, class_weights),
                       cache_keys=tuple(cache.settings_key for cache in caches))
 
@@ -458,7 +465,7 @@ def _reduction(config: ReportConfig, source: CheckpointFile, scored: list[tuple[
                 raise _nonfinite_error(exc, source, metadata, dataset) from exc
             _check_class_count(config, records.n_classes, str(source.path))
             entries.append(CachedEpoch(items, records, {**metadata, "output_kind": kind,
-                                                        "batch_counts": accumulator.batch_counts}))
+                                                        BATCHES_KEY: accumulator.batch_sizes.as_metadata()}))
         return tuple(entries)
     return finish
 

@@ -10,10 +10,13 @@ from typing import Any, Sequence
 from ..errors import CheckpointError, DataError, InputError, UnsafeCheckpointError
 from .spec import UserCallable, call_user_code, resolve_callable
 
-__all__ = ["ValidationData", "read_npz", "load_validation_data", "names_data_file", "batch_fields",
-           "fingerprint_batches"]
+__all__ = ["ValidationData", "read_npz", "load_validation_data", "names_data_file", "batch_fields", "batch_ids",
+           "fingerprint_batches", "ID_KEYS"]
 
 DATA_KEYS = ("inputs", "labels")
+# Batch keys that name the items, by preference: per example, per step of a sequence (utterance_ids), or per
+# sequence (vid: COSMIC's and DialogueRNN's dialogue ids). The first one a batch has is taken.
+ID_KEYS = ("ids", "utterance_ids", "vid")
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def _batches_from_mapping(content: dict, path: Path, batch_size: int) -> list[di
     if missing:
         raise DataError(f"{path}: missing {', '.join(repr(k) for k in missing)} "
                         f"(a data file holds 'inputs', 'labels' and optionally 'mask', 'ids'; found {sorted(map(str, content))})")
-    items = {key: content[key] for key in ("inputs", "labels", "mask", "ids", "groups") if key in content}
+    items = {key: content[key] for key in ("inputs", "labels", "mask", *ID_KEYS, "groups") if key in content}
     for key, value in list(items.items()):
         if hasattr(value, "dtype") and not isinstance(value, torch.Tensor):   # numpy from .npz
             items[key] = torch.from_numpy(value) if value.dtype.kind in "biuf" else list(value.tolist())
@@ -174,14 +177,23 @@ def load_validation_data(reference: str | None, run: Path, spec_file: Path, batc
     return ValidationData(batches=batches, source=reference, fingerprint=fingerprint_batches(batches))
 
 
-BATCH_META_KEYS = ("labels", "mask", "ids", "groups")
+BATCH_META_KEYS = ("labels", "mask", *ID_KEYS, "groups")
+
+
+def batch_ids(batch: Any) -> Any:
+    """The ids a batch gives its items: the first of ID_KEYS a dict batch has; None for other batches."""
+    if isinstance(batch, dict):
+        for key in ID_KEYS:
+            if key in batch:
+                return batch[key]
+    return None
 
 
 def batch_fields(batch: Any) -> tuple[Any, Any, Any, Any, Any]:
     """(inputs, labels, mask, ids, groups) of a batch: a dict, or an (inputs, labels[, mask]) tuple.
 
     A dict without 'inputs' (a Hugging Face batch: input_ids, attention_mask, labels) passes all its
-    keys except labels, mask, ids and groups to the model as keyword arguments.
+    keys except labels, mask, groups and the id keys (ID_KEYS) to the model as keyword arguments.
     """
     if isinstance(batch, dict):
         if "labels" not in batch:
@@ -192,7 +204,7 @@ def batch_fields(batch: Any) -> tuple[Any, Any, Any, Any, Any]:
             {k: v for k, v in batch.items() if k not in BATCH_META_KEYS}
         if isinstance(inputs, dict) and not inputs:
             raise DataError(f"a batch has only {sorted(map(str, batch))}: no inputs for the model")
-        return inputs, batch["labels"], batch.get("mask"), batch.get("ids"), batch.get("groups")
+        return inputs, batch["labels"], batch.get("mask"), batch_ids(batch), batch.get("groups")
     if isinstance(batch, (list, tuple)) and len(batch) in (2, 3):
         return batch[0], batch[1], (batch[2] if len(batch) == 3 else None), None, None
     raise DataError(f"a batch is a {type(batch).__name__}; without --forward it must be a dict with 'inputs' and "

@@ -17,7 +17,7 @@ frame.attrs holds 'source' (the file), 'format' ('csv', 'lightning' or 'huggingf
 'columns' (which original column became train_loss and val_loss).
 
 Only reading happens here; comparing the logged validation loss with the recomputed one is
-postmortem.evaluate.reconcile.reconcile_logged_loss.
+postmortem.analyze.reconcile.reconcile_logged_loss.
 """
 from __future__ import annotations
 

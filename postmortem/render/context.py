@@ -253,17 +253,20 @@ def _train_mode_context(inputs: RenderInput) -> dict[str, Any] | None:
 
 
 def _train_log_context(train_log) -> dict[str, Any] | None:
-    """Logged vs recomputed validation loss per matched epoch, when a training log was given or found."""
+    """Logged vs recomputed validation loss per matched epoch, when a training log was given or found, with the
+    values of the reduction that reproduces the log (`reduction`: its name) when one does."""
     if train_log is None:
         return None
     reconciliation = train_log.reconciliation
+    named = None if reconciliation is None or reconciliation.agrees else reconciliation.explanation
     rows = [] if reconciliation is None else [
         {"key": int(r[reconciliation.key]), "checkpoint": r["checkpoint"], "logged": float(r["logged_val_loss"]),
-         "recomputed": float(r["recomputed_loss"]), "difference": float(r["relative_difference"])}
+         "recomputed": float(r["recomputed_loss"]), "difference": float(r["relative_difference"]),
+         "reduction": None if named is None else float(r[named])}
         for _, r in reconciliation.rows.iterrows()]
     return {"source": train_log.source, "key": reconciliation.key if reconciliation else train_log.key,
-            "rows": rows, "agrees": reconciliation is not None and reconciliation.agrees,
-            "explanation": reconciliation.explanation_text if reconciliation else "the log has no validation loss "
+            "rows": rows, "agrees": reconciliation is not None and reconciliation.agrees, "reduction": named,
+            "explanation": reconciliation.explanation_text if reconciliation else "The log has no validation loss "
                                                                                    "for these checkpoints"}
 
 
