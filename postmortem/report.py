@@ -63,9 +63,14 @@ def _command_line(argv: list[str], redact: bool) -> str:
 
 
 def _redacted(evaluation):
-    """The evaluation with item ids replaced by 'item 1', 'item 2', ... in item order."""
+    """The evaluation with item ids replaced by 'item 1', 'item 2', ... in item order (the training subset's by
+    'training item 1', ...)."""
     ids = np.array([f"item {i + 1}" for i in range(len(evaluation.items))])
-    return replace(evaluation, items=replace(evaluation.items, ids=ids))
+    redacted = replace(evaluation, items=replace(evaluation.items, ids=ids))
+    if evaluation.train is None:
+        return redacted
+    train_ids = np.array([f"training item {i + 1}" for i in range(len(evaluation.train.items))])
+    return replace(redacted, train=replace(evaluation.train, items=replace(evaluation.train.items, ids=train_ids)))
 
 
 def _provenance(config: ReportConfig, evaluation, argv: list[str] | None) -> list[tuple[str, str]]:
@@ -81,6 +86,9 @@ def _provenance(config: ReportConfig, evaluation, argv: list[str] | None) -> lis
              ("class weights", ", ".join(f"{w:g}" for w in evaluation.class_weights)),
              ("ignore_index", str(config.ignore_index)),
              ("counted items", f"{len(evaluation.items)} (mask != 0 and label != ignore_index)"),
+             *([("training subset", f"{evaluation.train.source} ({len(evaluation.train.items)} counted items, "
+                                    f"fingerprint {evaluation.train.fingerprint[:16] or '—'})")]
+               if evaluation.train is not None else []),
              ("evaluated / from cache", f"{sum(not e.from_cache for e in evaluation.epochs)} / "
                                         f"{sum(e.from_cache for e in evaluation.epochs)}")]
     return rows

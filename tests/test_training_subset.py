@@ -235,3 +235,11 @@ def test_a_missing_training_subset_file_names_it(built, tmp_path, capsys):
     code, err, _ = report(built["run"], "--data", str(built["run"] / "val.pt"), "--train-data", str(missing),
                           out=tmp_path / "o", capsys=capsys)
     assert code == 2 and err.strip() == f"postmortem: error: {missing}: training subset file not found"
+
+
+def test_redact_hides_the_training_subsets_ids_too(built, tmp_path):
+    code, _, metrics = report(built["run"], "--data", str(built["run"] / "val.pt"), "--redact", out=tmp_path / "r")
+    assert code == 0
+    text = json.dumps(metrics) + (tmp_path / "r" / "report.html").read_text() + (tmp_path / "r" / "report.md").read_text()
+    assert metrics["training"]["leakage"]["matched_training_ids"][0] == "training item 1"
+    assert '"t1"' not in text and ">t1<" not in text and '"v1"' not in text and ">v1<" not in text
