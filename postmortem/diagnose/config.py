@@ -39,4 +39,9 @@ class DiagnosisConfig:
     min_margin_growth: float = 0.10          # relative rise of the median absolute margin
     max_listed_items: int = 200              # item ids listed in metrics.json (text shows 10)
     logged_loss_tolerance: float = 1e-3      # relative difference between logged and recomputed loss that counts
+    # the training setup (analyze/schedule.py)
+    min_lr_change: float = 0.2               # |lr_after - lr_before| / max(lr_before, lr_after) between checkpoints
+                                             # that makes an LR event (0.2: a factor of 1.25)
+    lr_event_window: int = 2                 # checkpoints after an LR event within which a loss rise that begins
+                                             # is tied to it
 

@@ -61,6 +61,7 @@ class FigureAnchor(str, enum.Enum):
     CONFIDENT_ERRORS = "fig-confident-errors"
     CHOICE = "fig-choice"
     TRAIN_LOG = "fig-train-log"
+    TRAINING_SETUP = "fig-training-setup"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from ..errors import ConfigError, DataError, InputError, NonFiniteOutputsError, 
 from ..load.discovery import (ORDER_KEYS, CheckpointFile, choose_order_key, discover_checkpoints, file_sha256,
                               last_integer, order_checkpoints)
 from ..load.train_log import FoundTrainLog, find_train_log
+from ..load.training_setup import TrainingSetup, TrainingSetupRead
 from . import distributed
 from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache, recall_data, remember_data
 from .records import EpochRecords, HostOutputs, ItemTable, OutputsAccumulator, counted_rows, detect_output_kind
@@ -26,11 +27,13 @@ __all__ = ["EvaluatedEpoch", "Skipped", "NonFiniteEpoch", "WeightsUsed", "Evalua
 
 TWO_REDUCERS_MAX_BYTES = 64 * 1024 * 1024
 AVAILABLE_WEIGHTS_KEY = "available_weights"   # per-checkpoint metadata: the kinds of weights the file holds
+SETUP_PROBLEM_KEY = "training_setup_problem"  # per-checkpoint metadata: why its training setup was left out
 
 
 @dataclass(frozen=True)
 class EvaluatedEpoch:
-    """One checkpoint's evaluation: where it came from, its epoch number and per-item records."""
+    """One checkpoint's evaluation: where it came from, its epoch number, per-item records, and the training setup
+    its optimizer and scheduler state record (None when it holds none: load.training_setup)."""
 
     checkpoint: str
     path: str
@@ -39,6 +42,7 @@ class EvaluatedEpoch:
     output_kind: str
     records: EpochRecords
     from_cache: bool
+    training_setup: TrainingSetup | None = None
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,8 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
         seen_sha.setdefault(sha, source.name)
         seen_meta.setdefault(_order_signature(entry.metadata), []).append((source.name, entry))
         epochs.append(EvaluatedEpoch(source.name, str(source.path), sha, epoch,
-                                     entry.metadata.get("output_kind", config.outputs), entry.records, cached))
+                                     entry.metadata.get("output_kind", config.outputs), entry.records, cached,
+                                     entry.training_setup))
     items = by_name[epochs[0].checkpoint][0].items
     for epoch in epochs[1:]:
         other = by_name[epoch.checkpoint][0].items
@@ -239,13 +244,22 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], cache: Evaluat
     first_meta = by_name[epochs[0].checkpoint][0].metadata
     weights = _weights_used(config.weights, [by_name[e.checkpoint][0].metadata for e in epochs]) \
         if mode == "model" else None
+    setup_problems = _setup_problems([by_name[e.checkpoint][0].metadata for e in epochs])
     return Evaluation(items=items, epochs=epochs, skipped=skipped, n_classes=n_classes,
                       item_weights=class_weights[items.labels], class_weights=class_weights,
                       data_source=data_source, data_fingerprint=data_fingerprint, mode=mode,
-                      notes=list(cache.problems) + ([weights.note] if weights and weights.note else []),
+                      notes=list(cache.problems) + ([weights.note] if weights and weights.note else []) + setup_problems,
                       order_key=choose_order_key([by_name[e.checkpoint][0].metadata for e in epochs]),
                       nonfinite=nonfinite, batch_counts=tuple(int(n) for n in first_meta.get("batch_counts", ())),
                       weights=weights)
+
+
+def _setup_problems(metadata: list[dict[str, Any]]) -> list[str]:
+    """The notes for training setups left out as unreadable: each line, or one line when all were alike."""
+    problems = [meta[SETUP_PROBLEM_KEY] for meta in metadata if meta.get(SETUP_PROBLEM_KEY)]
+    if len(problems) > 1 and len({p.split(": ", 1)[-1] for p in problems}) == 1:
+        return [f"{problems[0]} (the same for {len(problems)} checkpoints)"]
+    return problems
 
 
 def _content_sha256(source: CheckpointFile) -> str:
@@ -359,7 +373,7 @@ def _all_failed_message(skipped: list[Skipped]) -> str:
 
 
 def _reduction(config: ReportConfig, source: CheckpointFile, accumulator: OutputsAccumulator,
-               metadata: dict[str, Any], kind: str) -> Callable[[], CachedEpoch]:
+               metadata: dict[str, Any], kind: str, setup: TrainingSetupRead) -> Callable[[], CachedEpoch]:
     """The second step of one checkpoint: its collected outputs reduced to records (run on a reducer thread)."""
     def finish() -> CachedEpoch:
         try:
@@ -367,7 +381,9 @@ def _reduction(config: ReportConfig, source: CheckpointFile, accumulator: Output
         except NonFiniteOutputsError as exc:
             raise _nonfinite_error(exc, source, metadata) from exc
         _check_class_count(config, records.n_classes, str(source.path))
-        return CachedEpoch(items, records, {**metadata, "output_kind": kind, "batch_counts": accumulator.batch_counts})
+        return CachedEpoch(items, records, {**metadata, "output_kind": kind, "batch_counts": accumulator.batch_counts,
+                                            **({SETUP_PROBLEM_KEY: setup.problem} if setup.problem else {})},
+                           setup.setup)
     return finish
 
 
@@ -472,8 +488,9 @@ def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
                                          store=DeviceOutputs() if on_device else HostOutputs())
         kind = run_checkpoint(model, batches, forward, config.outputs, accumulator, on_device)
         metadata = {**loaded.metadata, AVAILABLE_WEIGHTS_KEY: list(loaded.available)}
+        setup = TrainingSetupRead(loaded.training_setup, loaded.training_setup_problem)
         del model, loaded   # the weights go now: the reduction only needs the outputs
-        return _reduction(config, source, accumulator, metadata, kind)
+        return _reduction(config, source, accumulator, metadata, kind, setup)
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
     return _collect(config, sources, cache, compute, "model", data.source, data.fingerprint)
@@ -497,6 +514,7 @@ def _check_device(device: str) -> None:
 # ----------------------------------------------------------------------------- predictions mode
 def _evaluate_predictions(config: ReportConfig) -> Evaluation:
     from ..load.predictions import discover_prediction_files, read_prediction_file
+    from ..load.training_setup import predictions_training_setup
 
     root = Path(config.predictions)
     sources = discover_prediction_files(root)
@@ -522,7 +540,7 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
         groups = content.get("groups")
         accumulator.add(outputs, content["labels"], mask, ids=None if ids is None else list(np.asarray(ids).tolist()),
                         groups=None if groups is None else np.asarray(groups))
-        return _reduction(config, source, accumulator, metadata, kind)
+        return _reduction(config, source, accumulator, metadata, kind, predictions_training_setup(content, source.path))
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
     # No forward passes to overlap here, so both cores reduce -- unless an epoch's file is over 64 MB: an epoch in
