@@ -377,7 +377,7 @@ def _optimizer_setup(groups: Sequence[Mapping], state: Any, named: str | None, b
     elif inferred:
         kind, basis, classes = " or ".join(inferred), KindBasis.INFERRED, inferred
         flag = _decoupled_flag(groups)
-        detail = "inferred from its param_group keys" + (f" (decoupled_weight_decay = {flag})"
+        detail = "inferred from its param_group keys" + (f", decoupled_weight_decay = {flag}"
                                                          if isinstance(flag, bool) else "")
     else:
         keys = ", ".join(sorted(_group_keys(groups))) or "none"

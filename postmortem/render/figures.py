@@ -101,7 +101,7 @@ def _learning_rate_axis(series) -> tuple[np.ndarray, tuple[float, float], list[f
         ticks = [float(k) for k in range(int(np.floor(low)), int(np.ceil(high)) + 1)]
         return plotted, (ticks[0], ticks[-1] if ticks[-1] > ticks[0] else ticks[0] + 1), ticks, \
             [f"1e{int(k)}" for k in ticks], True
-    limits, ticks = _scale(rates)
+    limits, ticks = _scale(rates, include=0.0)
     return rates, limits, ticks, [f"{t:.3g}" for t in ticks], False
 
 
