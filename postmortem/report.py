@@ -241,9 +241,10 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
         colours=tuple(class_colours(len(classes))), n_items=len(evaluation.items),
         checkpoints=tuple(CheckpointRow(e.checkpoint, e.epoch, e.sha256[:16], e.output_kind) for e in evaluation.epochs),
         provenance=tuple(_provenance(config, evaluation, argv)), skipped=tuple(evaluation.skipped),
-        nonfinite=tuple(evaluation.nonfinite), notes=tuple(evaluation.notes), train_log=train_log)
+        nonfinite=tuple(evaluation.nonfinite), notes=tuple(evaluation.notes), train_log=train_log,
+        lr_events=diagnosis.lr_events)
     announce("drawing figures")
-    figures = render_figures(analysis, inputs.colours, classes, train_log)
+    figures = render_figures(analysis, inputs.colours, classes, train_log, diagnosis.lr_events)
     clock.lap("figures")
     document = metrics_document(analysis, diagnosis, evaluation.skipped, thresholds.max_listed_items)
     files = {"metrics.json": json.dumps(document, indent=1).encode(),

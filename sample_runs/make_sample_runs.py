@@ -7,7 +7,8 @@ dialogue_gru  the motivating case: a GRU over "dialogues" (sequences of utteranc
               "emotions"; padded (B, T) batches with a 0/1 mask, class weights w_c = N / (K n_c),
               log_softmax outputs, the user's loss
               NLLLoss(weight=w, reduction='sum')(log_softmax * mask, y) / sum(w[y] * mask),
-              Adam with weight decay, 8% of training labels flipped. Validation loss falls for a few
+              Adam with weight decay (saved in each checkpoint's optimizer_state_dict), 8% of
+              training labels flipped. Validation loss falls for a few
               epochs, then rises while accuracy holds.
 digits_mlp    a plain MLP on digit images with raw logits and bare state_dicts, trained on 150 images
               without weight decay: the same phenomenon in its simplest form.
@@ -140,7 +141,9 @@ def build_dialogue_run() -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        torch.save({"epoch": epoch, "model_state_dict": model.state_dict()},
+        # the optimizer's state too, as most training loops save it: the report reads the training setup from it
+        torch.save({"epoch": epoch, "model_state_dict": model.state_dict(),
+                    "optimizer_state_dict": optimizer.state_dict()},
                    run / "checkpoints" / f"epoch_{epoch:02d}.pth")
     (run / "postmortem.toml").write_text(
         'title = "dialogue_gru (sample: GRU emotion classifier, weighted NLL, masks)"\n'

@@ -132,9 +132,11 @@ class TimmCheckpointSaver:
 
 
 def training_args(model_name: str) -> argparse.Namespace:
-    """The argparse.Namespace timm's and torchvision's train.py store (a few of their fields)."""
-    return argparse.Namespace(model=model_name, lr=0.3, epochs=3, batch_size=16, model_ema=True,
-                              model_ema_decay=0.5, num_classes=N_CLASSES, output="output/train")
+    """The argparse.Namespace timm's and torchvision's train.py store (a few of their fields, with the optimizer
+    train_epochs runs under their names: timm's sched, torchvision's lr_scheduler)."""
+    return argparse.Namespace(model=model_name, opt="sgd", lr=0.3, momentum=0.9, weight_decay=0.0, sched="step",
+                              lr_scheduler="steplr", epochs=3, batch_size=16, model_ema=True, model_ema_decay=0.5,
+                              num_classes=N_CLASSES, output="output/train")
 
 
 def save_like_torchvision(output_dir: Path, model, optimizer, scheduler, ema, epoch: int, args) -> None:

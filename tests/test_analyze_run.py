@@ -85,7 +85,8 @@ def test_analyze_run_uses_ids_and_groups():
     records = [make_records(labels, labels, [0.1, 0.2, 0.3, 0.4]), make_records(labels, [1, 1, 0, 0], [2, 0.2, 0.3, 3])]
     evaluation = SimpleNamespace(
         items=ItemTable(labels=labels, ids=np.array(["d1:0", "d1:1", "d2:0", "d2:1"]), groups=np.array([0, 0, 1, 1])),
-        epochs=[SimpleNamespace(records=r, epoch=e, checkpoint=f"e{e}") for e, r in ((1, records[0]), (2, records[1]))],
+        epochs=[SimpleNamespace(records=r, epoch=e, checkpoint=f"e{e}", training_setup=None)
+                for e, r in ((1, records[0]), (2, records[1]))],
         class_weights=np.ones(2), train=None)
     analysis = analyze_run(evaluation, ("x", "y"))
     assert analysis.groups.tolist() == [0, 0, 1, 1] and analysis.labels.tolist() == [0, 1, 0, 1]

@@ -67,7 +67,7 @@ def test_predictions_mode_imports_neither_torch_nor_pandas_nor_matplotlib(tmp_pa
 
 # What each loading module does (issue 11 split them by job); evaluate/ only evaluates.
 LOAD_MODULES = {"discovery", "torch_files", "inert_pickle", "checkpoint_contents", "checkpoint_reader",
-                "state_dict_fit", "auto_model", "predictions", "data", "spec", "train_log"}
+                "state_dict_fit", "auto_model", "predictions", "data", "spec", "train_log", "training_setup"}
 
 
 def test_loading_lives_in_load_and_evaluate_only_evaluates():

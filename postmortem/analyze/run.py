@@ -12,6 +12,8 @@ What the renderer reads (all frozen dataclasses or numpy arrays):
     analysis.cartography          Cartography: per-item dynamics over all epochs
     analysis.confident_errors     ConfidentError rows: items wrong at the last epoch, largest part of dL first
     analysis.checkpoint_choice    CheckpointChoice: the best epoch by loss, accuracy, macro F1, ECE, scaled loss
+    analysis.training_setups      each epoch's TrainingSetup (load.training_setup), None where it records none
+    analysis.learning_rates       LearningRateSeries: the lr per param group per epoch (its events: schedule.lr_events)
     analysis.labels, .groups, .ids, .records   the counted items and each epoch's per-item records, for the
                                   comparisons diagnose draws (ledger.attribution_ledger)
     analysis.training             TrainingAnalysis of the training subset (training.py), or None without one
@@ -30,10 +32,12 @@ from .decomposition import (ClassShares, ConfidentError, LossChangeDecomposition
                             decompose_loss_change)
 from .dynamics import LogitSummary, PredictionFlow, flip_rate, logit_summary, prediction_flow
 from .metrics import EpochMetrics, epoch_metrics, macro_f1_score
+from .schedule import LearningRateSeries, learning_rate_series
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..load.training_setup import TrainingSetup
     from .training import TrainingAnalysis
 
 __all__ = ["EpochView", "RunAnalysis", "analyze_run", "analyze_epochs", "confidence_histogram", "HISTOGRAM_BINS"]
@@ -83,6 +87,8 @@ class RunAnalysis:
     groups: np.ndarray
     ids: np.ndarray
     records: tuple              # EpochRecords per epoch, in training order
+    training_setups: tuple[TrainingSetup | None, ...]     # per epoch; None where the checkpoint holds none
+    learning_rates: LearningRateSeries
     training: TrainingAnalysis | None = None    # the training subset over the same epochs, when one is given
 
     @property
@@ -155,7 +161,7 @@ def _epoch_view(evaluated, labels: np.ndarray, class_weights: np.ndarray) -> Epo
 
 def analyze_epochs(labels: np.ndarray, epochs: list, class_names: tuple[str, ...], class_weights: np.ndarray,
                    ids: np.ndarray | None = None, groups: np.ndarray | None = None) -> RunAnalysis:
-    """All analyses of evaluated epochs (training order, each with .records, .epoch, .checkpoint).
+    """All analyses of evaluated epochs (training order, each with .records, .epoch, .checkpoint, .training_setup).
 
     ids default to each item's index, groups to one group per item (bootstraps then resample items).
     """
@@ -185,6 +191,8 @@ def analyze_epochs(labels: np.ndarray, epochs: list, class_names: tuple[str, ...
         groups=groups,
         ids=ids,
         records=tuple(records),
+        training_setups=tuple(evaluated.training_setup for evaluated in epochs),
+        learning_rates=learning_rate_series([v.epoch for v in views], [e.training_setup for e in epochs]),
     )
 
 

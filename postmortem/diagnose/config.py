@@ -53,4 +53,9 @@ class DiagnosisConfig:
     logged_loss_reproduction: float = REPRODUCE_TOLERANCE  # relative difference within which a reduction of the same
                                                           # predictions reproduces the logged loss (1e-6), or the
                                                           # log's own rounding
+    # the training setup (analyze/schedule.py)
+    min_lr_change: float = 0.2               # |lr_after - lr_before| / max(lr_before, lr_after) between checkpoints
+                                             # that makes an LR event (0.2: a factor of 1.25)
+    lr_event_window: int = 2                 # checkpoints after an LR event within which a loss rise that begins
+                                             # is tied to it
 

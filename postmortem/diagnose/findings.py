@@ -70,6 +70,7 @@ class FigureAnchor(str, enum.Enum):
     CHOICE = "fig-choice"
     TRAIN_LOG = "fig-train-log"
     TRAINING = "training-subset"
+    TRAINING_SETUP = "fig-training-setup"
 
 
 @dataclass(frozen=True)

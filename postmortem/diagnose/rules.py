@@ -16,6 +16,7 @@ import numpy as np
 from ..analyze.decomposition import CORRECT_TO_CORRECT, CORRECT_TO_WRONG, TRANSITIONS, WRONG_TO_WRONG
 from ..analyze.run import RunAnalysis
 from ..analyze.metrics import weighted_loss
+from ..analyze.schedule import LrEvent, lr_events
 from .causes import Cause, CauseAssessment, PairReading, assess_causes, train_mode_matches, train_mode_text
 from .comparison import Comparison, Status, compare
 from .config import DiagnosisConfig
@@ -57,11 +58,13 @@ class Case:
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """The comparison, the findings (highest severity and score first) and the verdict of one run."""
+    """The comparison, the findings (highest severity and score first), the verdict of one run, and the learning-rate
+    events between its checkpoints (analyze.schedule.lr_events at config.min_lr_change)."""
 
     comparison: Comparison
     findings: tuple[Finding, ...]
     verdict: Verdict
+    lr_events: tuple[LrEvent, ...] = ()
 
 
 def _classes_text(names: tuple[str, ...], singular: str = "", plural: str = "", start: bool = False) -> str:
@@ -720,4 +723,5 @@ def diagnose(analysis: RunAnalysis, config: DiagnosisConfig = DiagnosisConfig(),
     if (mismatch := logged_loss_mismatch(case, reconciliation)) is not None:
         found.append(mismatch)
     findings = tuple(sorted(found, key=lambda f: (SEVERITY_ORDER[f.severity], -f.score)))
-    return Diagnosis(comparison, findings, decide(analysis, comparison, assessments, config))
+    return Diagnosis(comparison, findings, decide(analysis, comparison, assessments, config),
+                     lr_events(analysis.learning_rates, config.min_lr_change))

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import CacheError
+from ..load.training_setup import TrainingSetup
 from .records import ITEM_SCALARS, EpochRecords, ItemTable
 
 __all__ = ["CachedEpoch", "EvaluationCache", "remember_data", "recall_data", "write_atomically", "derived_key",
@@ -24,11 +25,13 @@ CACHE_FORMAT = 5   # bump when EpochRecords or metadata change meaning, so old e
 
 @dataclass(frozen=True)
 class CachedEpoch:
-    """What a checkpoint's evaluation leaves behind: its items, records and metadata."""
+    """What a checkpoint's evaluation leaves behind: its items, records, metadata and the training setup it records
+    (stored as TrainingSetup.to_json in the entry's metadata, so a re-render from the cache has it)."""
 
     items: ItemTable
     records: EpochRecords
     metadata: dict[str, Any]
+    training_setup: TrainingSetup | None = None
 
 
 def _checksum(arrays: dict[str, np.ndarray]) -> int:
@@ -82,6 +85,7 @@ class EvaluationCache:
                                        **{name: arrays[name] for name in ITEM_SCALARS})
                 items = ItemTable(labels=arrays["labels"], ids=arrays["ids"], groups=arrays["groups"],
                                   input_hashes=arrays.get("input_hashes"))
+                setup = None if meta["training_setup"] is None else TrainingSetup.from_json(meta["training_setup"])
                 expected = meta["checksum"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError) as exc:
             raise CacheError(f"{path}: unreadable cache entry ({type(exc).__name__}: {exc})") from exc
@@ -95,7 +99,7 @@ class EvaluationCache:
         if len(items.labels) and not (items.labels.min() >= 0 and items.labels.max() < n
                                       and records.pred.min() >= 0 and records.pred.max() < n):
             raise CacheError(f"{path}: labels or predictions outside [0, {n})")
-        return CachedEpoch(items, records, meta["metadata"])
+        return CachedEpoch(items, records, meta["metadata"], setup)
 
     def store(self, content_sha256: str, entry: CachedEpoch) -> None:
         """Write one checkpoint's entry (atomically)."""
@@ -105,7 +109,8 @@ class EvaluationCache:
                   **entry.records.arrays()}
         meta = {"format": CACHE_FORMAT, "n_classes": entry.records.n_classes,
                 "temperature": entry.records.temperature, "scaled_loss": entry.records.scaled_loss,
-                "metadata": entry.metadata, "checksum": _checksum(arrays)}
+                "metadata": entry.metadata, "checksum": _checksum(arrays),
+                "training_setup": None if entry.training_setup is None else entry.training_setup.to_json()}
         write_atomically(self.path_for(content_sha256), lambda stream: np.savez(
             stream, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays))
 

@@ -19,6 +19,7 @@ from ..errors import ConfigError, DataError, InputError, NonFiniteOutputsError, 
 from ..load.discovery import (ORDER_KEYS, CheckpointFile, choose_order_key, discover_checkpoints, file_sha256,
                               last_integer, order_checkpoints)
 from ..load.train_log import FoundTrainLog, find_train_log
+from ..load.training_setup import TrainingSetup, TrainingSetupRead
 from . import distributed
 from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache, derived_key, recall_data, remember_data
 from .records import (BatchSizes, EpochRecords, HostOutputs, ItemTable, OutputsAccumulator, counted_rows,
@@ -31,11 +32,13 @@ TWO_REDUCERS_MAX_BYTES = 64 * 1024 * 1024
 DATASETS = ("validation", "training-subset")
 AVAILABLE_WEIGHTS_KEY = "available_weights"   # per-checkpoint metadata: the kinds of weights the file holds
 BATCHES_KEY = "batches"                       # per-checkpoint metadata: BatchSizes.as_metadata() of the data
+SETUP_PROBLEM_KEY = "training_setup_problem"  # per-checkpoint metadata: why its training setup was left out
 
 
 @dataclass(frozen=True)
 class EvaluatedEpoch:
-    """One checkpoint's evaluation: where it came from, its epoch number and per-item records."""
+    """One checkpoint's evaluation: where it came from, its epoch number, per-item records, and the training setup
+    its optimizer and scheduler state record (None when it holds none: load.training_setup)."""
 
     checkpoint: str
     path: str
@@ -44,6 +47,7 @@ class EvaluatedEpoch:
     output_kind: str
     records: EpochRecords
     from_cache: bool
+    training_setup: TrainingSetup | None = None
 
 
 @dataclass(frozen=True)
@@ -298,7 +302,8 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], caches: list[E
         seen_meta.setdefault(_order_signature(entry.metadata), []).append((source.name, entry))
         kept.append(outcome)
         epochs.append(EvaluatedEpoch(source.name, str(source.path), outcome.sha, epoch,
-                                     entry.metadata.get("output_kind", config.outputs), entry.records, outcome.cached))
+                                     entry.metadata.get("output_kind", config.outputs), entry.records, outcome.cached,
+                                     entry.training_setup))
     items = kept[0].entries[0].items
     for epoch, outcome in zip(epochs[1:], kept[1:]):
         _check_same_items(epoch.path, outcome.entries[0].items, items, epochs[0].checkpoint, "validation")
@@ -306,10 +311,12 @@ def _collect(config: ReportConfig, sources: list[CheckpointFile], caches: list[E
     class_weights = np.ones(n_classes) if config.class_weights is None else np.asarray(config.class_weights, float)
     first_meta = kept[0].entries[0].metadata
     weights = _weights_used(config.weights, [o.entries[0].metadata for o in kept]) if mode == "model" else None
+    setup_problems = _setup_problems([o.entries[0].metadata for o in kept])
     return Evaluation(items=items, epochs=epochs, skipped=skipped, n_classes=n_classes,
                       item_weights=class_weights[items.labels], class_weights=class_weights,
                       data_source=data_source, data_fingerprint=data_fingerprint, mode=mode,
-                      notes=[p for cache in caches for p in cache.problems] + ([weights.note] if weights and weights.note else []),
+                      notes=[p for cache in caches for p in cache.problems]
+                      + ([weights.note] if weights and weights.note else []) + setup_problems,
                       order_key=choose_order_key([o.entries[0].metadata for o in kept]),
                       nonfinite=nonfinite, batch_sizes=BatchSizes.from_metadata(first_meta.get(BATCHES_KEY)),
                       weights=weights, train=_training_subset(train, kept, epochs, class_weights),
@@ -334,6 +341,14 @@ def _training_subset(train: _TrainingInput | None, kept: list[_Outcome], epochs:
         _check_same_items(epoch.path, outcome.entries[1].items, items, epochs[0].checkpoint, "training-subset")
     return TrainingSubset(items=items, records=tuple(o.entries[1].records for o in kept), source=train.source,
                           fingerprint=train.fingerprint, item_weights=class_weights[items.labels])
+
+
+def _setup_problems(metadata: list[dict[str, Any]]) -> list[str]:
+    """The notes for training setups left out as unreadable: each line, or one line when all were alike."""
+    problems = [meta[SETUP_PROBLEM_KEY] for meta in metadata if meta.get(SETUP_PROBLEM_KEY)]
+    if len(problems) > 1 and len({p.split(": ", 1)[-1] for p in problems}) == 1:
+        return [f"{problems[0]} (the same for {len(problems)} checkpoints)"]
+    return problems
 
 
 def _content_sha256(source: CheckpointFile) -> str:
@@ -453,9 +468,10 @@ def _all_failed_message(skipped: list[Skipped]) -> str:
 
 
 def _reduction(config: ReportConfig, source: CheckpointFile, scored: list[tuple[OutputsAccumulator, str]],
-               metadata: dict[str, Any], datasets: tuple[str, ...]) -> Callable[[], tuple[CachedEpoch, ...]]:
+               metadata: dict[str, Any], datasets: tuple[str, ...],
+               setup: TrainingSetupRead) -> Callable[[], tuple[CachedEpoch, ...]]:
     """The second step of one checkpoint: each dataset's collected outputs (with their output kind) reduced to
-    records, on a reducer thread."""
+    records, on a reducer thread; every entry keeps the checkpoint's training setup."""
     def finish() -> tuple[CachedEpoch, ...]:
         entries = []
         for (accumulator, kind), dataset in zip(scored, datasets):
@@ -465,7 +481,9 @@ def _reduction(config: ReportConfig, source: CheckpointFile, scored: list[tuple[
                 raise _nonfinite_error(exc, source, metadata, dataset) from exc
             _check_class_count(config, records.n_classes, str(source.path))
             entries.append(CachedEpoch(items, records, {**metadata, "output_kind": kind,
-                                                        BATCHES_KEY: accumulator.batch_sizes.as_metadata()}))
+                                                        BATCHES_KEY: accumulator.batch_sizes.as_metadata(),
+                                                        **({SETUP_PROBLEM_KEY: setup.problem} if setup.problem else {})},
+                                       setup.setup))
         return tuple(entries)
     return finish
 
@@ -624,8 +642,9 @@ def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
                                   datasets[index].input_hashes)
             scored.append((accumulator, kind))
         metadata = {**loaded.metadata, AVAILABLE_WEIGHTS_KEY: list(loaded.available)}
+        setup = TrainingSetupRead(loaded.training_setup, loaded.training_setup_problem)
         del model, loaded   # the weights go now: the reduction only needs the outputs
-        return _reduction(config, source, scored, metadata, tuple(DATASETS[i] for i in wanted))
+        return _reduction(config, source, scored, metadata, tuple(DATASETS[i] for i in wanted), setup)
 
     caches = [EvaluationCache(config.out_dir / "cache", settings)]
     train = None
@@ -653,6 +672,7 @@ def _check_device(device: str) -> None:
 # ----------------------------------------------------------------------------- predictions mode
 def _evaluate_predictions(config: ReportConfig) -> Evaluation:
     from ..load.predictions import discover_prediction_files, read_prediction_file
+    from ..load.training_setup import predictions_training_setup
 
     root = Path(config.predictions)
     sources = discover_prediction_files(root)
@@ -667,7 +687,7 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
         return [source.path] + ([] if train_root is None else [train_root / source.path.name])
 
     def compute(source: CheckpointFile, wanted: tuple[int, ...]) -> Callable[[], tuple[CachedEpoch, ...]]:
-        scored, metadata = [], {}
+        scored, metadata, setup = [], {}, TrainingSetupRead()
         for index in wanted:
             path = files(source)[index]
             if not path.is_file():
@@ -679,7 +699,8 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
             if index == 0:
                 metadata = {k: int(np.asarray(content[k])) for k in ORDER_KEYS
                             if k in content and np.asarray(content[k]).size == 1}
-        return _reduction(config, source, scored, metadata, tuple(DATASETS[i] for i in wanted))
+                setup = predictions_training_setup(content, path)
+        return _reduction(config, source, scored, metadata, tuple(DATASETS[i] for i in wanted), setup)
 
     def content_hash(source: CheckpointFile) -> str:
         """The file's sha256; with a training subset, of both files' (an entry is stale when either changed)."""

@@ -88,19 +88,22 @@ def _check_container(path: Path, what: str) -> bool:
     return False
 
 
-def _torch_load(path: Path, map_location: str, **how: Any) -> Any:
+def _torch_load(path: Path, map_location: str, mmap: bool = False, **how: Any) -> Any:
+    """torch.load, quiet; `mmap` maps a zip file's tensors instead of reading them (legacy files are read whole)."""
     import torch
 
+    if mmap and _head(path).startswith(ZIP_MAGIC):
+        how["mmap"] = True
     with warnings.catch_warnings():   # torch warns about legacy whole-module sources it cannot check
         warnings.simplefilter("ignore")
         return torch.load(path, map_location=map_location, **how)
 
 
-def _read_inert(path: Path, map_location: str, what: str) -> Any:
+def _read_inert(path: Path, map_location: str, what: str, mmap: bool = False) -> Any:
     from .inert_pickle import INERT_PICKLE_MODULE, RefusedOpcode
 
     try:
-        return _torch_load(path, map_location, weights_only=False, pickle_module=INERT_PICKLE_MODULE)
+        return _torch_load(path, map_location, mmap, weights_only=False, pickle_module=INERT_PICKLE_MODULE)
     except RefusedOpcode as exc:
         raise UnsafeCheckpointError(
             f"{path}: not readable without running code: its pickle {first_line(exc)} (postmortem reads pickles "
@@ -134,28 +137,32 @@ def _read_running_code(path: Path, map_location: str, what: str) -> Any:
                               f"({type(exc).__name__}: {first_line(exc)}){hint}") from exc
 
 
-def load_torch_file(path: Path, *, map_location: str = "cpu", what: str = "checkpoint", run_code: bool = False) -> Any:
+def load_torch_file(path: Path, *, map_location: str = "cpu", what: str = "checkpoint", run_code: bool = False,
+                    mmap: bool = False) -> Any:
     """What a torch.save file holds: weights-only reading first, then the inert unpickler (module doc).
 
     `run_code` (only for files the user trusts) unpickles with the full pickle instead, importing and
-    calling what it names. A safetensors file under another suffix is read as safetensors.
+    calling what it names. A safetensors file under another suffix is read as safetensors. `mmap` maps the
+    tensors of a zip file rather than reading them (for files whose tensors are not needed: an optimizer's
+    moments), except when running code.
     """
     if _check_container(path, what):
         return read_safetensors_file(path, map_location)[0]
     if run_code:
         return _read_running_code(path, map_location, what)
     if _names_unsafe_globals(path):
-        return _read_inert(path, map_location, what)
+        return _read_inert(path, map_location, what, mmap)
     try:
-        return _torch_load(path, map_location, weights_only=True)
+        return _torch_load(path, map_location, mmap, weights_only=True)
     except Exception:   # globals beyond tensors (or a file it cannot read): the inert reader says which
-        return _read_inert(path, map_location, what)
+        return _read_inert(path, map_location, what, mmap)
 
 
-def load_torch_data(path: Path, *, trust: bool = False, map_location: str = "cpu", what: str = "checkpoint") -> Any:
+def load_torch_data(path: Path, *, trust: bool = False, map_location: str = "cpu", what: str = "checkpoint",
+                    mmap: bool = False) -> Any:
     """load_torch_file, then, when the inert reading refused the file and the user trusts it, with its code."""
     try:
-        return load_torch_file(path, map_location=map_location, what=what)
+        return load_torch_file(path, map_location=map_location, what=what, mmap=mmap)
     except UnsafeCheckpointError:
         if not trust:
             raise

@@ -10,6 +10,7 @@ from ..analyze.decomposition import TRANSITIONS
 from ..diagnose import FigureAnchor
 from .epoch_view import FOLD_ABOVE, epoch_view_data, matrix_fold
 from .input import RenderInput
+from .training_setup import training_setup_context, training_setup_line
 
 __all__ = ["summary_context", "report_context"]
 
@@ -135,8 +136,14 @@ def _evidence_tables(analysis, ledger, class_labels) -> dict[str, Any]:
     }
 
 
+def _setup_source(inputs: RenderInput) -> str:
+    """Where a training setup would be: the checkpoints, or the predictions files."""
+    return "predictions files" if dict(inputs.provenance).get("mode") == "predictions" else "checkpoints"
+
+
 def summary_context(inputs: RenderInput) -> dict[str, Any]:
-    """What report.md reads, and the HTML's header: the verdict, the findings and the key epochs."""
+    """What report.md reads, and the HTML's header: the verdict, the findings, the key epochs and the training
+    setup in one line."""
     analysis = inputs.analysis
     rows = _epoch_rows(inputs)
     return {
@@ -150,6 +157,7 @@ def summary_context(inputs: RenderInput) -> dict[str, Any]:
         "findings": [_finding_context(f) for f in inputs.findings],
         "key_epochs": [{**rows[i], "note": note} for i, note in _key_epochs(analysis).items()],
         "skipped": list(inputs.skipped),
+        "training_setup_line": training_setup_line(analysis, inputs.lr_events, _setup_source(inputs)),
     }
 
 
@@ -169,11 +177,13 @@ def report_context(inputs: RenderInput, figures: Sequence, for_print: bool) -> d
             FigureAnchor.CONFIDENT_ERRORS.value: "Items that became confidently wrong",
             FigureAnchor.CHOICE.value: "Which checkpoint to pick",
             FigureAnchor.TRAIN_LOG.value: "The training log beside the recomputed loss",
-            FigureAnchor.TRAINING.value: "The training subset beside the validation set"},
+            FigureAnchor.TRAINING.value: "The training subset beside the validation set",
+            FigureAnchor.TRAINING_SETUP.value: "Training setup"},
         "anchors": {anchor.name.lower(): anchor.value for anchor in FigureAnchor},
         "train_log": _train_log_context(inputs.train_log),
         "training": _training_context(inputs),
         "train_mode": _train_mode_context(inputs),
+        "training_setup": training_setup_context(analysis, inputs.lr_events, _setup_source(inputs)),
         "nonfinite": [{"checkpoint": n.checkpoint, "epoch": n.epoch, "count": n.n_nonfinite, "counted": n.n_counted}
                       for n in inputs.nonfinite],
         "notes": list(inputs.notes),

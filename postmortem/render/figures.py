@@ -30,6 +30,13 @@ HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--")
 ANNOTATE_MAX_CLASSES = 12     # matrices name their classes and print their counts up to this many classes
 WIDTH = 760.0                 # every figure's width in SVG units; the page scales it to its column
 DASHED, DOTTED, DASH_DOT = "6 3", "2 2.5", "7 3 1.5 3"
+LR_COLOUR = "#CC79A7"
+LR_EVENT_FILLS = {"drop": "#e9e9e9", "restart": "#f5e4ee", "warmup": "#f5e4ee"}   # falls grey, rises a pink tint
+LR_DASHES = ("", DASHED, DOTTED, DASH_DOT)
+LR_PANEL_HEIGHT = 130.0        # the learning-rate panel under the loss curve, when the checkpoints saved a learning rate
+LR_MAX_LINES = 6               # param groups drawn (those whose learning rates differ)
+LR_MAX_LABELS = 12             # events labelled in the panel (all are shaded)
+LR_EVENT_WORDS = {"drop": "drop", "restart": "restart", "warmup": "warm-up"}
 
 
 @dataclass(frozen=True)
@@ -83,9 +90,35 @@ def _plot_box(top: float, height: float, left: float = 64.0, right: float = 64.0
     return left, top, WIDTH - left - right, height - top - 46.0
 
 
-def _curves(analysis, epochs: np.ndarray, train_log) -> Figure:
+def _learning_rate_axis(series) -> tuple[np.ndarray, tuple[float, float], list[float], list[str], bool]:
+    """The learning rates as plotted (log10 when they span a factor of 10), the axis limits, ticks and labels, and
+    whether the scale is logarithmic."""
+    rates = series.rates
+    log = series.spans_decades
+    if log:
+        plotted = np.where(rates > 0, np.log10(np.where(rates > 0, rates, 1.0)), np.nan)
+        low, high = float(np.nanmin(plotted)), float(np.nanmax(plotted))
+        ticks = [float(k) for k in range(int(np.floor(low)), int(np.ceil(high)) + 1)]
+        return plotted, (ticks[0], ticks[-1] if ticks[-1] > ticks[0] else ticks[0] + 1), ticks, \
+            [f"1e{int(k)}" for k in ticks], True
+    limits, ticks = _scale(rates, include=0.0)
+    return rates, limits, ticks, [f"{t:.3g}" for t in ticks], False
+
+
+def _distinct_groups(rates: np.ndarray) -> list[int]:
+    """The param groups whose lr series differ (the first of each set of identical ones), at most LR_MAX_LINES."""
+    kept: list[int] = []
+    for g in range(rates.shape[1]):
+        if not any(np.array_equal(rates[:, g], rates[:, k], equal_nan=True) for k in kept):
+            kept.append(g)
+    return kept[:LR_MAX_LINES]
+
+
+def _curves(analysis, epochs: np.ndarray, train_log, lr_events: Sequence = ()) -> Figure:
     losses, accuracy = analysis.losses, analysis.accuracies * 100
     best, best_accuracy = analysis.best_loss_index, analysis.best_accuracy_index
+    series = analysis.learning_rates
+    with_lr = series.known
     logged = []
     if train_log is not None and train_log.key in train_log.table:
         table = train_log.table
@@ -95,20 +128,32 @@ def _curves(analysis, epochs: np.ndarray, train_log) -> Figure:
                 rows = table[[train_log.key, column]].dropna().to_numpy(dtype=np.float64)
                 if len(rows):
                     logged.append((rows[:, 0], rows[:, 1], dash, label))
-    canvas = Canvas(WIDTH, 320)
+    groups = _distinct_groups(series.rates) if with_lr else []
+    canvas = Canvas(WIDTH, 320 + (LR_PANEL_HEIGHT if with_lr else 0))
     entries = [LegendEntry("validation loss (recomputed)", LOSS_COLOUR, marker="o")]
     entries += [LegendEntry(label, TRAIN_COLOUR, dash=dash) for _, _, dash, label in logged]
     entries += [LegendEntry("validation accuracy", ACCURACY_COLOUR, dash=DASH_DOT, marker="s")]
+    entries += [LegendEntry("learning rate" + (f", param group {g + 1}" if len(groups) > 1 else "") + " (lower panel)",
+                            LR_COLOUR, dash=LR_DASHES[i % len(LR_DASHES)], marker="^") for i, g in enumerate(groups)]
+    kinds = {event.kind.value for event in lr_events} if with_lr else set()
+    entries += [LegendEntry(label, LR_EVENT_FILLS[kind], box=True) for kind, label in
+                (("drop", "LR fell (between checkpoints)"), ("restart", "LR rose (between checkpoints)"))
+                if kind in kinds or (kind == "restart" and "warmup" in kinds)]
     top = 14 + legend(canvas, entries, 64, 6, WIDTH - 128)
     xlim, xticks, xlabels = _epoch_axis(epochs)
     loss_limits, loss_ticks = _scale(losses, *[ys for _, ys, _, _ in logged])
     accuracy_limits, accuracy_ticks = _scale(accuracy)
-    box = _plot_box(top, 320)
+    box = _plot_box(top, 320) if not with_lr else (64.0, top, WIDTH - 128.0, 320.0 - top - 24.0)
     left = Axes(canvas, box, xlim, loss_limits)
     right = Axes(canvas, box, xlim, accuracy_limits)
+    lower_box = (64.0, 310.0, WIDTH - 128.0, LR_PANEL_HEIGHT - 36.0)
+    for event in lr_events if with_lr else ():    # under everything else: where the lr changed
+        x0, x1 = float(left.x(event.from_epoch)), float(left.x(event.to_epoch))
+        for panel_top, panel_height in ((box[1], box[3]), (lower_box[1], lower_box[3])):
+            canvas.rect(x0, panel_top, x1 - x0, panel_height, LR_EVENT_FILLS[event.kind.value])
     left.y_axis(loss_ticks, "loss (weighted NLL, nats)", colour=LOSS_COLOUR, grid=True)
     right.y_axis(accuracy_ticks, "accuracy (%)", side="right", colour=ACCURACY_COLOUR)
-    left.x_axis(xticks, "epoch", xlabels)
+    left.x_axis(xticks, "" if with_lr else "epoch", [""] * len(xticks) if with_lr else xlabels)
     left.vline(epochs[best], LOSS_COLOUR, DASHED)
     right.vline(epochs[best_accuracy], ACCURACY_COLOUR, DOTTED)
     for xs, ys, dash, _ in logged:
@@ -119,9 +164,31 @@ def _curves(analysis, epochs: np.ndarray, train_log) -> Figure:
     anchor, shift = ("end", -5) if x > left.left + 0.75 * left.width else ("start", 5)
     canvas.text(x + shift, left.top + 14, f"lowest loss, epoch {epochs[best]}", FONT_SIZE - 1, anchor, LOSS_COLOUR)
     left.frame()
-    return Figure(FigureAnchor.CURVES.value, "Validation loss and accuracy",
-                  "Loss (left axis) and accuracy (right axis) per checkpoint; dashed lines mark the lowest loss and "
-                  "highest accuracy." + (" Grey: curves from the training log." if logged else ""), canvas.data_uri())
+    caption = ("Loss (left axis) and accuracy (right axis) per checkpoint; dashed lines mark the lowest loss and "
+               "highest accuracy." + (" Grey: curves from the training log." if logged else ""))
+    if with_lr:
+        _learning_rate_panel(canvas, lower_box, xlim, series, groups, lr_events, epochs, (xticks, xlabels))
+        caption += (" Lower panel: the learning rate each checkpoint saved" + (" (log scale)" if series.spans_decades
+                                                                                 else "")
+                    + ("; shaded: where it changed between two checkpoints (a drop, a rise after a decline, a "
+                       "warm-up)." if lr_events else "."))
+    return Figure(FigureAnchor.CURVES.value, "Validation loss and accuracy" + (", and the learning rate" if with_lr
+                                                                                else ""), caption, canvas.data_uri())
+
+
+def _learning_rate_panel(canvas: Canvas, box, xlim, series, groups: list[int], lr_events: Sequence,
+                         epochs: np.ndarray, x_ticks: tuple[list[float], list[str]]) -> None:
+    """The learning rate below the loss curve, on its own axis (log10 when it spans decades), events labelled."""
+    plotted, limits, ticks, labels, log = _learning_rate_axis(series)
+    ax = Axes(canvas, box, xlim, limits)
+    ax.y_axis(ticks, "learning rate" + (" (log)" if log else ""), labels, colour=LR_COLOUR, grid=True)
+    ax.x_axis(x_ticks[0], "epoch", x_ticks[1])
+    for i, g in enumerate(groups):
+        ax.line(epochs, plotted[:, g], LR_COLOUR, 1.4, LR_DASHES[i % len(LR_DASHES)], marker="^")
+    for event in list(lr_events)[:LR_MAX_LABELS]:
+        middle = float(ax.x((event.from_epoch + event.to_epoch) / 2))
+        canvas.text(middle, ax.top + 10, LR_EVENT_WORDS[event.kind.value], FONT_SIZE - 2, "middle", MUTED)
+    ax.frame()
 
 
 def _decomposition(analysis, class_labels: Sequence[str]) -> Figure:
@@ -415,12 +482,14 @@ def _logits(analysis, epochs: np.ndarray) -> Figure:
                   "flip rate: share of items whose prediction changed since the previous epoch.", canvas.data_uri())
 
 
-def render_figures(analysis, colours: Sequence[str], class_labels: Sequence[str], train_log=None) -> list[Figure]:
+def render_figures(analysis, colours: Sequence[str], class_labels: Sequence[str], train_log=None,
+                   lr_events: Sequence = ()) -> list[Figure]:
     """The report's figures in the order they appear; ids are the anchors findings link to.
 
-    `train_log` (render.input.TrainLogComparison, optional) overlays the logged curves on the loss curve."""
+    `train_log` (render.input.TrainLogComparison, optional) overlays the logged curves on the loss curve;
+    `lr_events` (analyze.schedule.LrEvent, diagnosis.lr_events) are shaded on it beside the learning rate."""
     epochs = np.array([e.epoch for e in analysis.epochs])
-    return [_curves(analysis, epochs, train_log), _decomposition(analysis, class_labels),
+    return [_curves(analysis, epochs, train_log, lr_events), _decomposition(analysis, class_labels),
             _loss_shares(analysis, epochs, class_labels, colours), _calibration(analysis, epochs),
             _reliability(analysis), _confidence(analysis, epochs), _confusion(analysis, class_labels),
             _flow(analysis, class_labels), _logits(analysis, epochs)]

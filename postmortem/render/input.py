@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from ..analyze.reconcile import LossReconciliation
     from ..analyze.run import RunAnalysis
+    from ..analyze.schedule import LrEvent
     from ..diagnose import Comparison, Finding, Verdict
     from ..evaluate.runner import NonFiniteEpoch, Skipped
 
@@ -44,7 +45,7 @@ class TrainLogComparison:
 @dataclass(frozen=True)
 class RenderInput:
     """Everything a report is drawn from: the analysis, diagnose's findings, verdict and comparison (whose ledger
-    holds the intervals the evidence tables print), and what the evaluation left to say."""
+    holds the intervals the evidence tables print) and learning-rate events, and what the evaluation left to say."""
 
     run_name: str
     generated: str                                 # "YYYY-MM-DD HH:MM", the same in every file of one report
@@ -62,3 +63,5 @@ class RenderInput:
     nonfinite: "tuple[NonFiniteEpoch, ...]"
     notes: tuple[str, ...]
     train_log: TrainLogComparison | None
+    lr_events: "tuple[LrEvent, ...]" = ()           # diagnosis.lr_events: shaded on the loss curve, listed in the
+                                                   # training setup

@@ -158,6 +158,8 @@ def metrics_document(analysis, diagnosis, skipped: list, max_listed: int) -> dic
             "change_from_previous": None if previous[index] is None else {
                 "loss_change": _number(previous[index].loss_change),
                 "by_transition": {t: _number(v) for t, v in zip(TRANSITIONS, previous[index].by_transition)}},
+            "training_setup": None if analysis.training_setups[index] is None else
+            analysis.training_setups[index].to_json(),
         }
         epochs.append(entry)
     ledger = diagnosis.comparison.ledger
@@ -185,6 +187,10 @@ def metrics_document(analysis, diagnosis, skipped: list, max_listed: int) -> dic
         "class_shares": {name: {"frequency_share": _number(f), "weight_share": _number(w)}
                          for name, f, w in zip(analysis.classes, analysis.class_shares.frequency_share,
                                                analysis.class_shares.weight_share)},
+        "lr_events": [{"kind": e.kind.value, "from_epoch": e.from_epoch, "to_epoch": e.to_epoch,
+                       "lr_before": list(e.lr_before), "lr_after": list(e.lr_after),
+                       "relative_change": _number(e.relative_change), "groups": list(e.groups)}
+                      for e in diagnosis.lr_events],
         "training": _training(analysis, diagnosis.comparison, max_listed),
         "train_mode": _train_mode(analysis, diagnosis.comparison.modes),
     }
