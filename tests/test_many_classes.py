@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse
 from sklearn.metrics import confusion_matrix
 
+from postmortem.analyze.metrics import ConfusionCounts
 from postmortem.render.metrics_json import INDENT_BELOW_BYTES, SPARSE_CONFUSION_ABOVE, confusion_entry, metrics_bytes
 
 
@@ -26,7 +27,7 @@ def test_confusion_matrix_is_dense_up_to_100_classes_and_its_nonzero_cells_above
     for n_classes in (3, SPARSE_CONFUSION_ABOVE, SPARSE_CONFUSION_ABOVE + 1, 1000):
         labels, pred = rng.integers(0, n_classes, 500), rng.integers(0, n_classes, 500)
         expected = confusion_matrix(labels, pred, labels=list(range(n_classes)))
-        entry = json.loads(json.dumps(confusion_entry(expected)))
+        entry = json.loads(json.dumps(confusion_entry(ConfusionCounts.of(labels, pred, n_classes))))
         if n_classes <= SPARSE_CONFUSION_ABOVE:
             assert entry == {"confusion_matrix": expected.tolist()}
             continue

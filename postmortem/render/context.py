@@ -20,13 +20,13 @@ TOP_CONFUSIONS = 8
 CONFIDENT_ERROR_ROWS = 25
 
 
-def _top_confusions(matrix: np.ndarray, class_labels) -> list[dict[str, Any]]:
-    """The largest off-diagonal cells: (true class, predicted class, count), largest first."""
-    off = matrix.copy()
-    np.fill_diagonal(off, 0)
-    flat = np.argsort(off, axis=None)[::-1][:TOP_CONFUSIONS]
-    pairs = [np.unravel_index(i, off.shape) for i in flat]
-    return [{"true": class_labels[t], "pred": class_labels[p], "count": int(off[t, p])} for t, p in pairs if off[t, p]]
+def _top_confusions(confusion, class_labels) -> list[dict[str, Any]]:
+    """The largest off-diagonal cells of a ConfusionCounts: (true class, predicted class, count), largest first
+    (ties in row-major order)."""
+    off = confusion.off_diagonal()
+    top = np.argsort(-off.counts, kind="stable")[:TOP_CONFUSIONS]
+    return [{"true": class_labels[int(off.rows[k])], "pred": class_labels[int(off.columns[k])],
+             "count": int(off.counts[k])} for k in top]
 
 
 def _confusion_cells(matrix: np.ndarray) -> list[list[dict[str, Any]]]:
@@ -82,8 +82,8 @@ def _key_detail(inputs: RenderInput, index: int, note: str, fold, scale: int) ->
              "precision": c.precision, "recall": c.recall}
             for name, colour, c in zip(inputs.class_labels, inputs.colours, m.per_class)]
     return {"index": index, "note": note, "epoch": view.epoch, "checkpoint": view.checkpoint, "loss": m.loss,
-            "accuracy": m.accuracy, "confusion": _confusion_cells(fold.apply(m.confusion)),
-            "top_confusions": _top_confusions(m.confusion, inputs.class_labels) if fold.n_folded else [],
+            "accuracy": m.accuracy, "confusion": _confusion_cells(fold.apply(m.confusion_counts)),
+            "top_confusions": _top_confusions(m.confusion_counts, inputs.class_labels) if fold.n_folded else [],
             "hist_correct": _bar_heights(view.hist_correct, scale), "hist_wrong": _bar_heights(view.hist_wrong, scale),
             "n_correct": int(view.hist_correct.sum()), "n_wrong": int(view.hist_wrong.sum()),
             "per_class": rows, "per_class_print": _largest(rows, lambda row: row["loss_share"])}

@@ -30,16 +30,14 @@ class MatrixFold:
         names = [class_labels[c] for c in self.shown]
         return names + [f"other ({self.n_folded} classes)"] if self.n_folded else names
 
-    def apply(self, matrix: np.ndarray) -> np.ndarray:
-        """The matrix over the shown classes, the folded ones summed into a last row and column."""
+    def apply(self, confusion) -> np.ndarray:
+        """The matrix (analyze.metrics.ConfusionCounts) over the shown classes, the folded ones summed into a last
+        row and column."""
         if not self.n_folded:
-            return matrix
-        n = matrix.shape[0]
-        group = np.full(n, len(self.shown))
+            return confusion.dense()
+        group = np.full(confusion.n_classes, len(self.shown))
         group[list(self.shown)] = np.arange(len(self.shown))
-        folded = np.zeros((len(self.shown) + 1,) * 2, dtype=matrix.dtype)
-        np.add.at(folded, (group[:, None], group[None, :]), matrix)
-        return folded
+        return confusion.folded(group, len(self.shown) + 1)
 
 
 def matrix_fold(analysis) -> MatrixFold:
@@ -77,13 +75,13 @@ def epoch_view_data(analysis, class_labels: Sequence[str], colours: Sequence[str
         "colours": list(colours),
         "cellRgb": cell_rgb,
         "matrix": {"labels": fold.labels(class_labels), "folded": fold.n_folded,
-                   "counts": [fold.apply(v.metrics.confusion).ravel().tolist() for v in views]},
+                   "counts": [fold.apply(v.metrics.confusion_counts).ravel().tolist() for v in views]},
         "hist": {"correct": [v.hist_correct.tolist() for v in views], "wrong": [v.hist_wrong.tolist() for v in views]},
         "reliability": {"counts": [v.calibration.reliability.counts.tolist() for v in views],
                         "accuracy": [_rounded(v.calibration.reliability.accuracy, 3) for v in views],
                         "confidence": [_rounded(v.calibration.reliability.mean_confidence, 3) for v in views]},
-        "support": [c.support for c in views[0].metrics.per_class],
-        "perClass": {name: [_rounded(getattr(c, field) for c in v.metrics.per_class) for v in views]
-                     for name, field in (("loss", "loss"), ("share", "loss_share"), ("precision", "precision"),
+        "support": views[0].metrics.support.tolist(),
+        "perClass": {name: [_rounded(getattr(v.metrics, field).tolist()) for v in views]
+                     for name, field in (("loss", "class_loss"), ("share", "loss_share"), ("precision", "precision"),
                                          ("recall", "recall"))},
     }

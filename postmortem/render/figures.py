@@ -334,15 +334,13 @@ def _confusion(analysis, class_labels: Sequence[str]) -> Figure:
     room = _label_room(labels)
     side = min((WIDTH - room - 20 - 2 * 24) / 3, 240.0)
     canvas = Canvas(WIDTH, 30 + side + room + 28)
-    a, b = _row_shares(views[best].metrics.confusion), _row_shares(views[last].metrics.confusion)
+    before, after = views[best].metrics.confusion, views[last].metrics.confusion
+    a, b = _row_shares(before), _row_shares(after)
     diff = b - a
     limit = max(float(np.abs(diff).max()), 1e-9)
-    panels = ((colour_map("blues", a), views[best].metrics.confusion, a > 0.6, f"epoch {views[best].epoch} (lowest loss)",
-               False),
-              (colour_map("blues", b), views[last].metrics.confusion, b > 0.6, f"epoch {views[last].epoch} (last)",
-               False),
-              (colour_map("puor", (diff / limit + 1) / 2),
-               views[last].metrics.confusion - views[best].metrics.confusion, np.abs(diff) > 0.6 * limit,
+    panels = ((colour_map("blues", a), before, a > 0.6, f"epoch {views[best].epoch} (lowest loss)", False),
+              (colour_map("blues", b), after, b > 0.6, f"epoch {views[last].epoch} (last)", False),
+              (colour_map("puor", (diff / limit + 1) / 2), after - before, np.abs(diff) > 0.6 * limit,
                "difference (last − best)", True))
     for k, (rgb, counts, dark, title, signed) in enumerate(panels):
         _matrix(canvas, room + k * (side + 24), 30, side, rgb, labels, title, counts, dark, k == 0, signed)

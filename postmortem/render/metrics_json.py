@@ -30,17 +30,29 @@ def _number(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def confusion_entry(matrix: np.ndarray) -> dict[str, Any]:
-    """An epoch's confusion matrix (rows true class, columns predicted) as metrics.json writes it: the whole
-    matrix as "confusion_matrix" ([[int]]) up to SPARSE_CONFUSION_ABOVE classes; above, its nonzero cells in
-    row-major order as "confusion_matrix_sparse" (shape, rows, columns, counts), which
+def confusion_entry(confusion) -> dict[str, Any]:
+    """An epoch's confusion matrix (analyze.metrics.ConfusionCounts; rows true class, columns predicted) as
+    metrics.json writes it: the whole matrix as "confusion_matrix" ([[int]]) up to SPARSE_CONFUSION_ABOVE classes;
+    above, its nonzero cells in row-major order as "confusion_matrix_sparse" (shape, rows, columns, counts), which
     scipy.sparse.coo_matrix((counts, (rows, columns)), shape) turns back into the matrix."""
-    n = len(matrix)
+    n = confusion.n_classes
     if n <= SPARSE_CONFUSION_ABOVE:
-        return {"confusion_matrix": matrix.tolist()}
-    rows, columns = np.nonzero(matrix)
-    return {"confusion_matrix_sparse": {"shape": [n, n], "rows": rows.tolist(), "columns": columns.tolist(),
-                                        "counts": matrix[rows, columns].tolist()}}
+        return {"confusion_matrix": confusion.dense().tolist()}
+    return {"confusion_matrix_sparse": {"shape": [n, n], "rows": confusion.rows.tolist(),
+                                        "columns": confusion.columns.tolist(), "counts": confusion.counts.tolist()}}
+
+
+def _numbers(values: np.ndarray) -> list[float | None]:
+    """Per-class values for JSON: floats, null where NaN or infinite (as _number)."""
+    return [x if math.isfinite(x) else None for x in np.asarray(values, dtype=np.float64).tolist()]
+
+
+def _per_class(classes, m) -> dict[str, dict[str, Any]]:
+    """An epoch's per-class table (EpochMetrics' arrays, converted once per column rather than once per value)."""
+    columns = zip(m.support.tolist(), _numbers(m.class_loss), _numbers(m.loss_share), _numbers(m.precision),
+                  _numbers(m.recall))
+    return {name: {"support": support, "loss": loss, "loss_share": share, "precision": precision, "recall": recall}
+            for name, (support, loss, share, precision, recall) in zip(classes, columns)}
 
 
 def metrics_bytes(document: dict[str, Any]) -> bytes:
@@ -111,12 +123,8 @@ def metrics_document(analysis, diagnosis, skipped: list) -> dict[str, Any]:
             **{name: _number(float(columns[name][index])) for name in EPOCH_TABLE_FIELDS},
             "mean_confidence_correct": _number(c.mean_confidence_correct),
             "mean_confidence_wrong": _number(c.mean_confidence_wrong),
-            **confusion_entry(m.confusion),
-            "per_class": {
-                name: {"support": k.support, "loss": _number(k.loss), "loss_share": _number(k.loss_share),
-                       "precision": _number(k.precision), "recall": _number(k.recall)}
-                for name, k in zip(analysis.classes, m.per_class)
-            },
+            **confusion_entry(m.confusion_counts),
+            "per_class": _per_class(analysis.classes, m),
             "change_from_previous": None if previous[index] is None else {
                 "loss_change": _number(previous[index].loss_change),
                 "by_transition": {t: _number(v) for t, v in zip(TRANSITIONS, previous[index].by_transition)}},
