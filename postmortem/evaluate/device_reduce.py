@@ -82,7 +82,7 @@ class DeviceOutputs:
     """An accumulator's store for outputs left on the device: counted rows kept there, reduced there."""
 
     @staticmethod
-    def keep(outputs: torch.Tensor, counted: np.ndarray) -> torch.Tensor:
+    def keep(outputs: torch.Tensor, counted: np.ndarray, owned: bool = False) -> torch.Tensor:
         rows = outputs.reshape(-1, outputs.shape[-1])
         return rows.clone() if counted.all() else rows[torch.as_tensor(counted.reshape(-1), device=outputs.device)]
 

@@ -510,8 +510,8 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
             raise DataError(f"{source.path}: 'outputs' of shape {outputs.shape}; expected (N, C) or (N, T, C)")
         kind = config.outputs
         if kind == "auto":   # decided on counted rows only: padded rows may hold anything
-            sample = counted_rows(outputs, content["labels"], content.get("mask"), config.ignore_index)
-            kind = detect_output_kind(sample[:256]) if len(sample) else "logits"
+            sample = counted_rows(outputs, content["labels"], content.get("mask"), config.ignore_index, limit=256)
+            kind = detect_output_kind(sample) if len(sample) else "logits"
         accumulator = OutputsAccumulator(config.class_weights, config.ignore_index, str(source.path))
         ids = content.get("ids")
         metadata = {k: int(np.asarray(content[k])) for k in ORDER_KEYS if k in content and np.asarray(content[k]).size == 1}
@@ -521,7 +521,7 @@ def _evaluate_predictions(config: ReportConfig) -> Evaluation:
                             f"shape {np.asarray(content['labels']).shape}")
         groups = content.get("groups")
         accumulator.add(outputs, content["labels"], mask, ids=None if ids is None else list(np.asarray(ids).tolist()),
-                        groups=None if groups is None else np.asarray(groups))
+                        groups=None if groups is None else np.asarray(groups), owned=True)
         return _reduction(config, source, accumulator, metadata, kind)
 
     cache = EvaluationCache(config.out_dir / "cache", settings)
