@@ -56,10 +56,10 @@ def _sparse_to_dense(epoch: dict) -> list[list[int]]:
 
 @pytest.fixture(scope="module")
 def thousand_classes(tmp_path_factory) -> SimpleNamespace:
-    """3 epochs x 1,500 items x 1,000 classes of float32 logits (a few items per class, many classes empty at
-    some epochs' predictions), reported once without the PDF."""
+    """3 epochs x 1,500 items x 1,000 classes of float32 logits growing overconfident, so that the loss rises
+    (a few items per class, many classes never predicted), reported once without the PDF."""
     root = tmp_path_factory.mktemp("thousand")
-    preds = predictions_run(root, 3, 1500, 1000, noise=0.5, margin=lambda epoch: 1.0 + 0.8 * epoch)
+    preds = predictions_run(root, 3, 1500, 1000, noise=1.0, margin=lambda epoch: 3.5, scale=lambda epoch: 1.5 * epoch)
     out = root / "out"
     assert main(["report", str(root), "--predictions", str(preds), "--out", str(out), "--no-pdf", "--quiet"]) == 0
     return SimpleNamespace(preds=preds, out=out, metrics=json.loads((out / "metrics.json").read_text()),
@@ -73,7 +73,7 @@ def test_a_thousand_classes_are_exact_against_torch_and_scikit_learn(thousand_cl
     from scipy.optimize import minimize_scalar
 
     metrics, classes = thousand_classes.metrics, [str(c) for c in range(1000)]
-    assert metrics["classes"] == classes
+    assert metrics["classes"] == classes and metrics["verdict"]["status"] == "rise"
     for epoch, got in zip((1, 2, 3), metrics["epochs"]):
         with np.load(thousand_classes.preds / f"epoch_{epoch}.npz") as archive:
             logits, labels = torch.from_numpy(archive["outputs"]).double(), torch.from_numpy(archive["labels"])
@@ -116,6 +116,10 @@ def test_a_thousand_classes_fold_the_per_class_tables_and_stay_small(thousand_cl
     assert float(other.group(2)) == pytest.approx(
         sum(c["loss"] * c["support"] for c in with_items) / sum(c["support"] for c in with_items), abs=5e-5)
     assert "The 50 classes with the largest part of dL, largest first; the other 950 are summed" in html
+    grown = html[html.index("<h3>The confusions that grew most"):]
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>", grown[:grown.index("</table>")])
+    assert rows == [(k["true_class"], k["predicted_class"]) for k in metrics["attribution"]["confusions"]]
+    assert 0 < len(rows) <= 10
     assert "the grey band on top sums the other 950" in html and "the last bar sums the other 950" in html
 
 

@@ -137,7 +137,12 @@ def _evidence_tables(analysis, ledger, class_labels) -> dict[str, Any]:
                 "loss_change_high": part.high}
 
     estimates = np.array([part.estimate for part in parts])
+    grown = [{"true": class_labels[k.true_class], "predicted": class_labels[k.predicted_class],
+              "before": k.share_before, "after": k.share_after, "growth_low": k.growth.low,
+              "growth_high": k.growth.high, "part": k.part.estimate, "part_low": k.part.low, "part_high": k.part.high}
+             for k in ledger.confusions]
     return {
+        "grown_confusions": grown,
         "choice": [vars(row) | {"is_current": False} for row in analysis.checkpoint_choice.rows],
         "class_shares": _listed(row, other, estimates, MAX_LISTED_CLASSES),
         "class_shares_print": _listed(row, other, estimates, PRINT_MAX_CLASSES),
