@@ -142,3 +142,13 @@ def test_the_epoch_view_lists_each_epochs_largest_loss_shares(thousand_classes, 
             assert int(rows[-1][1].replace(",", "")) == sum(
                 c["support"] for name, c in epoch["per_class"].items() if name not in expected)
             assert page.problems() == []
+
+
+def test_diagnosis_sentences_name_at_most_ten_classes():
+    from postmortem.diagnose.wording import CLASSES_IN_TEXT, listed_text
+
+    names = [f"class{k}" for k in range(140)]
+    assert listed_text(names[:CLASSES_IN_TEXT]) == ", ".join(names[:CLASSES_IN_TEXT])
+    text = listed_text(names, "; ")
+    assert text.startswith("; ".join(names[:CLASSES_IN_TEXT]) + " … and 130 more (140 classes in all")
+    assert "class10;" not in text and "class10 " not in text
