@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -211,7 +210,7 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     from .render.html import render_html
     from .render.input import CheckpointRow, RenderInput, TrainLogComparison
     from .render.markdown import render_markdown
-    from .render.metrics_json import metrics_document
+    from .render.metrics_json import metrics_bytes, metrics_document
 
     clock = _StageClock()
     evaluation = evaluate_run(config)
@@ -247,7 +246,7 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     figures = render_figures(analysis, inputs.colours, classes, train_log, diagnosis.lr_events)
     clock.lap("figures")
     document = metrics_document(analysis, diagnosis, evaluation.skipped, thresholds.max_listed_items)
-    files = {"metrics.json": json.dumps(document, indent=1).encode(),
+    files = {"metrics.json": metrics_bytes(document),
              "report.html": render_html(inputs, figures, for_print=False).encode(),
              "report.md": render_markdown(inputs).encode()}
     clock.lap("html")

@@ -159,33 +159,57 @@
     });
   }
 
-  /* Per-class table: built once, numbers updated per epoch; the bar is the loss share on one scale. */
+  /* Per-class table: built once, numbers updated per epoch; the bar is the loss share on one scale. Row k shows
+     class k, or, when the classes are many (D.classRows), the k-th largest loss share of that epoch, with one last
+     row for the other classes. */
   const body = byId("ev-classes").querySelector("tbody");
   const shareTop = Math.max(1e-12, largest(D.perClass.share));
-  const bars = [];
-  const classCells = D.classes.map((name, c) => {
+  const rowsOf = (i) => (D.classRows ? D.classRows.shown[i] : D.classes.map((_, c) => c));
+  const classCells = rowsOf(last).map(() => {
     const row = node("tr");
     const first = node("td");
-    first.append(node("span", {class: "swatch", style: "color: " + D.colours[c]}, "■"), " " + name);
+    const swatch = node("span", {class: "swatch"}, "■");
+    const name = node("span");
+    first.append(swatch, " ", name);
     row.appendChild(first);
-    row.appendChild(node("td", {}, D.support[c].toLocaleString("en")));
+    const support = node("td");
+    row.appendChild(support);
     const cellsOfRow = [node("td"), node("td"), node("td"), node("td")];
     const box = node("span", {class: "bar-box"});
-    bars.push(box.appendChild(node("span", {class: "bar"})));
+    const bar = box.appendChild(node("span", {class: "bar"}));
     cellsOfRow[1].append(box, node("span"));
     cellsOfRow.forEach((td) => row.appendChild(td));
     body.appendChild(row);
-    return cellsOfRow;
+    return {swatch, name, support, bar, values: cellsOfRow};
   });
+  const otherCells = D.classRows ? [node("td", {}, D.classRows.other.label), node("td"), node("td"), node("td"),
+    node("td", {}, "—"), node("td", {}, "—")] : null;
+  if (otherCells) {
+    const row = node("tr", {class: "ev-other"});
+    otherCells.forEach((td) => row.appendChild(td));
+    body.appendChild(row);
+  }
   function drawClasses(i) {
-    classCells.forEach(([loss, share, precision, recall], c) => {
-      const value = D.perClass.share[i][c];
-      loss.textContent = fixed(D.perClass.loss[i][c], 4);
-      bars[c].style.width = (value === null ? 0 : (100 * Math.max(value, 0) / shareTop).toFixed(1)) + "%";
+    const shown = rowsOf(i);
+    classCells.forEach((cells, k) => {
+      const c = shown[k];
+      const [loss, share, precision, recall] = cells.values;
+      const value = D.perClass.share[i][k];
+      cells.swatch.style.color = D.colours[c];
+      cells.name.textContent = D.classes[c];
+      cells.support.textContent = D.support[c].toLocaleString("en");
+      loss.textContent = fixed(D.perClass.loss[i][k], 4);
+      cells.bar.style.width = (value === null ? 0 : (100 * Math.max(value, 0) / shareTop).toFixed(1)) + "%";
       share.lastChild.textContent = fixed(value, 4);
-      precision.textContent = percent(D.perClass.precision[i][c], 1);
-      recall.textContent = percent(D.perClass.recall[i][c], 1);
+      precision.textContent = percent(D.perClass.precision[i][k], 1);
+      recall.textContent = percent(D.perClass.recall[i][k], 1);
     });
+    if (otherCells) {
+      const other = D.classRows.other;
+      otherCells[1].textContent = other.support[i].toLocaleString("en");
+      otherCells[2].textContent = fixed(other.loss[i], 4);
+      otherCells[3].textContent = fixed(other.share[i], 4);
+    }
   }
 
   /* The loss along the slider: where the chosen epoch sits on the curve. */

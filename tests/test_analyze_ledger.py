@@ -185,3 +185,29 @@ def test_seeded_and_grouped():
     # half the groups rise by 0.5: resampling whole groups sees that spread, resampling items averages it away
     width = first.loss_change.high - first.loss_change.low
     assert first.totals.resampled_unit == "groups" and width > 2 * (by_item.loss_change.high - by_item.loss_change.low)
+
+
+def test_intervals_of_many_columns_are_np_quantile_of_each_column_to_the_bit():
+    """ResampledTotals.intervals takes every column's percentiles at once (a loop of np.quantile per column took
+    0.7 s of a 1,000-class report): the same numbers as np.quantile of each column's finite resamples, NaN and
+    +-inf left out, an all-NaN column an undefined interval, and the estimate inside its interval."""
+    from postmortem.analyze.bootstrap import ResampledTotals
+
+    rng = np.random.default_rng(3)
+    totals = ResampledTotals({}, np.zeros((1, 1)), 200, 0.95, "items", 10)
+    tail = (1.0 - totals.confidence_level) / 2.0
+    for resamples in (1, 2, 7, 200):
+        values = rng.normal(size=(resamples + 1, 40)) * 10.0 ** rng.uniform(-6, 6, 40)
+        values[1:][rng.random((resamples, 40)) < 0.2] = np.nan
+        values[1:][rng.random((resamples, 40)) < 0.05] = rng.choice([np.inf, -np.inf])
+        values[1:, 0] = np.nan
+        values[1:, 1] = 1.5
+        for column, interval in enumerate(totals.intervals(values)):
+            finite = values[1:, column][np.isfinite(values[1:, column])]
+            estimate = float(values[0, column])
+            if len(finite) == 0:
+                assert interval.estimate == estimate and np.isnan(interval.low) and np.isnan(interval.high)
+                continue
+            low, high = np.quantile(finite, [tail, 1.0 - tail])
+            assert interval == Interval(estimate, min(float(low), estimate), max(float(high), estimate))
+        assert totals.interval(values[:, 5]) == totals.intervals(values)[5]

@@ -43,6 +43,21 @@ def test_counted_rows_keeps_unmasked_items_that_are_not_ignored():
     rows = counted_rows(outputs, labels, mask, ignore_index=-100)
     np.testing.assert_array_equal(rows, outputs[[0, 0, 1, 1], [0, 2, 0, 1]])
     assert counted_rows(outputs, labels[:, :2], None, -100).shape == (0, 2)   # shapes disagree: nothing
+    np.testing.assert_array_equal(counted_rows(outputs, labels, mask, -100, limit=3), rows[:3])
+    np.testing.assert_array_equal(counted_rows(outputs, labels, mask, -100, limit=10), rows)
+
+
+def test_an_owned_batch_is_kept_without_a_copy_and_another_is_copied():
+    """A predictions file's outputs are the accumulator's to keep (owned); a model's batch may be reused."""
+    from postmortem.evaluate.records import OutputsAccumulator
+
+    outputs, labels = np.random.default_rng(0).normal(size=(6, 3)), np.array([0, 1, 2, 0, 1, 2])
+    for owned in (True, False):
+        accumulator = OutputsAccumulator(None, -100, "test")
+        accumulator.add(outputs, labels, None, owned=owned)
+        assert np.shares_memory(accumulator._outputs[0], outputs) == owned
+        items, records = accumulator.finish()
+        np.testing.assert_array_equal(records.pred, outputs.argmax(axis=1))
 
 
 def test_probabilities_log_probabilities_and_float32_logits_give_the_same_records():

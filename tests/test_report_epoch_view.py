@@ -17,6 +17,7 @@ import pytest
 
 from _chromium import Chromium
 from _prediction_runs import predictions_run
+from postmortem.analyze.metrics import ConfusionCounts
 from postmortem.cli import main
 from postmortem.render.epoch_view import FOLD_ABOVE, MatrixFold
 from postmortem.render.html import json_island
@@ -224,7 +225,8 @@ def test_fold_keeps_every_item():
     rng = np.random.default_rng(1)
     matrix = rng.integers(0, 9, size=(30, 30))
     fold = MatrixFold(tuple(int(c) for c in np.sort(rng.choice(30, 19, replace=False))), 11)
-    folded = fold.apply(matrix)
+    rows, columns = np.nonzero(matrix)
+    folded = fold.apply(ConfusionCounts(30, rows, columns, matrix[rows, columns]))
     assert folded.shape == (20, 20) and folded.sum() == matrix.sum()
     kept = list(fold.shown)
     assert (folded[:-1, :-1] == matrix[np.ix_(kept, kept)]).all()

@@ -100,20 +100,39 @@ class ResampledTotals:
 
     def interval(self, values: np.ndarray) -> Interval:
         """The interval of one statistic given as its (1 + R,) rows."""
-        tail = (1.0 - self.confidence_level) / 2.0
-        resampled = values[1:]
-        resampled = resampled[np.isfinite(resampled)]
-        if len(resampled) == 0:
-            return Interval(float(values[0]), float("nan"), float("nan"))
-        low, high = np.quantile(resampled, [tail, 1.0 - tail])
-        # A skewed statistic (a ratio, a share) can have its estimate outside the percentile interval; the
-        # interval is then widened to it, never the estimate moved.
-        estimate = float(values[0])
-        return Interval(estimate, min(float(low), estimate), max(float(high), estimate))
+        return self.intervals(np.asarray(values).reshape(-1, 1))[0]
 
     def intervals(self, values: np.ndarray) -> tuple[Interval, ...]:
-        """One interval per column of a (1 + R, k) statistic."""
-        return tuple(self.interval(values[:, k]) for k in range(values.shape[1]))
+        """One interval per column of a (1 + R, k) statistic, all columns at once: each column's finite resamples
+        sorted (the others set to NaN, which sorts last) and its percentiles interpolated as np.quantile's
+        default ('linear') does. A Python loop of np.quantile per column took 0.7 s of a 1,000-class report."""
+        values = np.asarray(values, dtype=np.float64)
+        estimates = values[0]
+        resampled = values[1:].copy()
+        resampled[~np.isfinite(resampled)] = np.nan
+        resampled.sort(axis=0)
+        n_finite = np.count_nonzero(~np.isnan(resampled), axis=0)
+        tail = (1.0 - self.confidence_level) / 2.0
+        low, high = (_sorted_quantile(resampled, n_finite, q) for q in (tail, 1.0 - tail))
+        # A skewed statistic (a ratio, a share) can have its estimate outside the percentile interval; the
+        # interval is then widened to it, never the estimate moved.
+        return tuple(Interval(float(e), float("nan"), float("nan")) if n == 0 else
+                     Interval(float(e), min(float(lo), float(e)), max(float(hi), float(e)))
+                     for e, lo, hi, n in zip(estimates, low, high, n_finite))
+
+
+def _sorted_quantile(ordered: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+    """Per column, the q-quantile of its first `counts` values (sorted ascending), as np.quantile's 'linear'
+    method: virtual index q (n - 1) between the neighbouring values, interpolated as numpy's _lerp does (from the
+    upper end when the fraction is at least 1/2), so the numbers are the same to the bit."""
+    columns = np.arange(ordered.shape[1])
+    position = q * (np.maximum(counts, 1) - 1)
+    below = np.floor(position)
+    fraction = position - below
+    lower = ordered[below.astype(np.intp), columns]
+    upper = ordered[np.minimum(below.astype(np.intp) + 1, np.maximum(counts, 1) - 1), columns]
+    difference = upper - lower
+    return np.where(fraction >= 0.5, upper - difference * (1 - fraction), lower + difference * fraction)
 
 
 def resample_multiplicities(n_units: int, n_resamples: int = N_RESAMPLES, seed: int = SEED):

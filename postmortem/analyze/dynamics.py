@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .metrics import ConfusionCounts
+
 __all__ = ["PERCENTILES", "LogitSummary", "PredictionFlow", "logit_summary", "flip_rate", "prediction_flow"]
 
 PERCENTILES = (10, 25, 50, 75, 90)
@@ -32,16 +34,22 @@ class LogitSummary:
 
 @dataclass(frozen=True)
 class PredictionFlow:
-    """counts[j, k]: items predicted class j at epoch `from_index` and class k at epoch `to_index`."""
+    """cells: items predicted class j at epoch `from_index` and class k at epoch `to_index`, as the nonzero cells
+    (j, k) of that matrix; `counts` is the (C, C) matrix itself."""
 
     from_index: int
     to_index: int
-    counts: np.ndarray               # (C, C) int64
+    cells: ConfusionCounts
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(C, C) int64."""
+        return self.cells.dense()
 
     @property
     def n_changed(self) -> int:
         """Items whose predicted class changed."""
-        return int(self.counts.sum() - np.trace(self.counts))
+        return int(self.cells.off_diagonal().counts.sum())
 
 
 def logit_summary(logit_norm: np.ndarray, margin: np.ndarray) -> LogitSummary:
@@ -64,5 +72,4 @@ def flip_rate(pred_before: np.ndarray, pred_after: np.ndarray) -> float:
 def prediction_flow(pred_before: np.ndarray, pred_after: np.ndarray, n_classes: int,
                     from_index: int, to_index: int) -> PredictionFlow:
     """Which class's predictions move where between two epochs."""
-    counts = np.bincount(pred_before * n_classes + pred_after, minlength=n_classes * n_classes)
-    return PredictionFlow(from_index, to_index, counts.reshape(n_classes, n_classes).astype(np.int64))
+    return PredictionFlow(from_index, to_index, ConfusionCounts.of(pred_before, pred_after, n_classes))

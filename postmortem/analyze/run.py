@@ -102,7 +102,7 @@ class RunAnalysis:
     @property
     def loss_shares(self) -> np.ndarray:
         """(epochs, classes) additive parts of each epoch's loss."""
-        return np.array([[c.loss_share for c in e.metrics.per_class] for e in self.epochs])
+        return np.array([e.metrics.loss_share for e in self.epochs])
 
     def epoch_columns(self) -> dict[str, list | np.ndarray]:
         """Per-epoch scalars by name, one value per epoch in training order; flip_rate is from the previous epoch."""
@@ -153,7 +153,7 @@ def _epoch_view(evaluated, labels: np.ndarray, class_weights: np.ndarray) -> Epo
         hist_wrong=confidence_histogram(r.confidence, ~correct),
         temperature=r.temperature,
         scaled_loss=r.scaled_loss,
-        macro_f1_score=macro_f1_score(metrics.confusion),
+        macro_f1_score=macro_f1_score(metrics.confusion_counts),
         calibration=epoch_calibration(labels, r),
         logits=logit_summary(r.logit_norm, r.margin),
     )

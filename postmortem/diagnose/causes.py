@@ -35,7 +35,7 @@ from ..analyze.bootstrap import Interval
 from ..analyze.run import RunAnalysis
 from .comparison import Comparison, Status
 from .config import DiagnosisConfig
-from .wording import ci_text, gap_text, share_text
+from .wording import ci_text, gap_text, listed_text, share_text
 
 __all__ = ["Cause", "CauseAssessment", "PairReading", "assess_causes", "label_error_pairs", "train_mode_matches",
            "train_mode_text", "LEADING_CAUSES"]
@@ -262,11 +262,11 @@ def _class_collapse(analysis: RunAnalysis, c: Comparison, config: DiagnosisConfi
     fallen = sorted(collapsed, key=lambda k: -ledger.class_shares[k].estimate)
     _, share = ledger.classes_part(tuple(fallen))
     names, first, last = analysis.classes, analysis.epochs[c.from_index].metrics, analysis.epochs[c.to_index].metrics
-    facts = "; ".join(
-        f"{names[k]}: recall {first.per_class[k].recall:.1%} → {last.per_class[k].recall:.1%} (change "
+    facts = listed_text([
+        f"{names[k]}: recall {first.recall[k]:.1%} → {last.recall[k]:.1%} (change "
         f"{ledger.recall_changes[k].estimate:+.1%}, {ci_text(ledger.recall_changes[k], '+.1%')}, threshold "
         f"−{config.min_recall_drop:.0%}), no single class taking {config.min_collapse_explained:.0%} of the fall"
-        for k in fallen)
+        for k in fallen], "; ")
     facts += (f"; accuracy change {ledger.accuracy_change.estimate:+.2%} ({ci_text(ledger.accuracy_change, '+.2%')}); "
               f"the class{'es' if len(fallen) > 1 else ''}' items carry {share_text(share)}")
     if c.training is not None:
@@ -312,9 +312,9 @@ def _validation_labels(analysis: RunAnalysis, c: Comparison, config: DiagnosisCo
     counted = (rise and n > 0 and flagged.share.above_zero and flagged.share.estimate >= config.min_leading_share
                and not flagged.rest_change.above_zero)
     facts = ("confident wrong predictions beyond what calibrated probabilities expect: "
-             + (", ".join(f"predicted {names[k]} {misses[k].observed:.0f} observed against {misses[k].expected:.1f} "
-                          f"expected (excess {ci_text(misses[k].excess, '+.1f')})"
-                          for k in excess) if excess else
+             + (listed_text([f"predicted {names[k]} {misses[k].observed:.0f} observed against "
+                             f"{misses[k].expected:.1f} expected (excess {ci_text(misses[k].excess, '+.1f')})"
+                             for k in excess]) if excess else
                 f"none (largest: predicted {names[worst.predicted_class]} {worst.observed:.0f} against "
                 f"{worst.expected:.1f}, excess {ci_text(worst.excess, '+.1f')})"
                 if worst else "none")

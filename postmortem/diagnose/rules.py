@@ -22,7 +22,7 @@ from .comparison import Comparison, Status, compare
 from .config import DiagnosisConfig
 from .findings import FigureAnchor, Finding, FindingKind, Severity
 from .verdict import Verdict, decide
-from .wording import IDS_IN_TEXT, ci_text, epoch_picked_by, ids_text, share_text
+from .wording import IDS_IN_TEXT, ci_text, epoch_picked_by, ids_text, listed_text, share_text
 
 __all__ = ["Case", "Diagnosis", "diagnose", "RULES"]
 
@@ -72,7 +72,7 @@ def _classes_text(names: tuple[str, ...], singular: str = "", plural: str = "", 
     word = ("C" if start else "c") + "lass"
     if len(names) == 1:
         return f"{word} {names[0]}" + (f" {singular}" if singular else "")
-    return f"{word}es " + ", ".join(names) + (f" {plural}" if plural else "")
+    return f"{word}es " + listed_text(list(names)) + (f" {plural}" if plural else "")
 
 
 def _interval_evidence(name: str, interval) -> dict[str, float]:

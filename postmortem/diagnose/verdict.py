@@ -15,7 +15,7 @@ from .causes import LEADING_CAUSES, Cause, CauseAssessment
 from .comparison import Comparison, Status
 from .config import DiagnosisConfig
 from .causes import PairReading
-from .wording import IDS_IN_TEXT, ci_text, epoch_picked_by, gap_text, ids_text, share_text
+from .wording import IDS_IN_TEXT, ci_text, epoch_picked_by, gap_text, ids_text, listed_text, share_text
 
 __all__ = ["Verdict", "VerdictSentences", "decide", "verdict_to_json"]
 
@@ -62,8 +62,7 @@ def _rank(assessments: tuple[CauseAssessment, ...]) -> list[CauseAssessment]:
 
 
 def _best_recall_epoch(analysis: RunAnalysis, k: int) -> int:
-    recalls = [e.metrics.per_class[k].recall if e.metrics.per_class[k].recall is not None else -1.0
-               for e in analysis.epochs]
+    recalls = [-1.0 if np.isnan(e.metrics.recall[k]) else float(e.metrics.recall[k]) for e in analysis.epochs]
     return analysis.epochs[int(np.argmax(recalls))].epoch
 
 
@@ -111,8 +110,8 @@ def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, degraded: 
         k = a.classes[0]
         recall = ledger.recall_changes[k]
         first, last = analysis.epochs[c.from_index].metrics, analysis.epochs[c.to_index].metrics
-        return (f"class {', '.join(names[j] for j in a.classes)} collapsed while accuracy held: {names[k]}'s recall went "
-                f"{first.per_class[k].recall:.1%} → {last.per_class[k].recall:.1%} (CI of the change "
+        return (f"class {listed_text([names[j] for j in a.classes])} collapsed while accuracy held: {names[k]}'s recall "
+                f"went {first.recall[k]:.1%} → {last.recall[k]:.1%} (CI of the change "
                 f"[{recall.low:+.1%}, {recall.high:+.1%}]), its items spread over other classes and carry {share}")
     if a.cause in (Cause.LEARNED_CONFUSION, Cause.CLASS_UNDERREPRESENTED):
         moves = "; ".join(f"{names[k.true_class]} → {names[k.predicted_class]}, {k.share_before:.1%} → "
@@ -145,12 +144,12 @@ def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, degraded: 
     if a.cause is Cause.VALIDATION_LABELS:
         rest = ledger.flagged(a.pairs).rest_change
         return (f"the validation labels{'' if degraded else ', not the model'}: {len(a.item_indices)} items that the model predicts as "
-                f"{', '.join(names[k] for k in a.classes)}, more often confidently against their label than "
+                f"{listed_text([names[k] for k in a.classes])}, more often confidently against their label than "
                 f"calibrated probabilities allow, carry {share}, while the other items' loss changed "
                 f"{rest.estimate:+.4f} ({ci_text(rest)})")
     if a.cause is Cause.CLASS_WEIGHTS:
         unweighted = ledger.unweighted_loss_change
-        classes = f"; the up-weighted class{'es' if len(a.classes) > 1 else ''} {', '.join(names[k] for k in a.classes)} " \
+        classes = f"; the up-weighted class{'es' if len(a.classes) > 1 else ''} {listed_text([names[k] for k in a.classes])} " \
                   f"carr{'y' if len(a.classes) > 1 else 'ies'} what they add" if a.classes else ""
         return (f"the loss's class weights{'' if degraded else ', not the model'}: without them the loss changed {unweighted.estimate:+.4f} "
                 f"({ci_text(unweighted)}); the weights make {share}{classes}")

@@ -6,9 +6,12 @@ from ..analyze.bootstrap import Interval
 from ..analyze.run import RunAnalysis
 from ..analyze.training import TrainingComparison
 
-__all__ = ["IDS_IN_TEXT", "ci_text", "share_text", "ids_text", "epoch_picked_by", "gap_text"]
+__all__ = ["IDS_IN_TEXT", "CLASSES_IN_TEXT", "ci_text", "share_text", "ids_text", "listed_text", "epoch_picked_by",
+           "gap_text"]
 
 IDS_IN_TEXT = 10          # item ids a sentence shows; metrics.json lists up to DiagnosisConfig.max_listed_items
+CLASSES_IN_TEXT = 10      # classes a sentence lists (at 1,000 classes one cause's facts listed 300 and filled
+                          # four PDF pages); metrics.json has every class's numbers
 
 
 def ci_text(interval: Interval, spec: str = "+.4f") -> str:
@@ -28,6 +31,14 @@ def ids_text(ids: tuple[str, ...], total: int) -> str:
         return shown
     listed = "all listed" if len(ids) == total else f"the first {len(ids)} listed"
     return shown + f" … ({total} in all; {listed} in metrics.json)"
+
+
+def listed_text(parts: list[str], separator: str = ", ") -> str:
+    """The first CLASSES_IN_TEXT parts (a class each, most important first), and how many more there are."""
+    shown = separator.join(parts[:CLASSES_IN_TEXT])
+    if len(parts) <= CLASSES_IN_TEXT:
+        return shown
+    return shown + f" … and {len(parts) - CLASSES_IN_TEXT} more ({len(parts)} classes in all; all in metrics.json)"
 
 
 def epoch_picked_by(analysis: RunAnalysis, criterion: str) -> str:

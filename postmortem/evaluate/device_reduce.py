@@ -3,7 +3,8 @@ torch on the device, and only the N x 7 per-item scalars come back to the host.
 
 The formulas are records.score_rows and the temperature search is temperature._fit, both shared with the host
 reduction (records.reduce_outputs, numpy in cache-sized blocks: faster on a CPU), which this one is tested
-against on CPU tensors; _fit only asks its logits for moments, nll and rows, which TensorShiftedLogits answers.
+against on CPU tensors; the fit only asks its logits for moments, central moments, nll, rows and for_search,
+which TensorShiftedLogits answers.
 """
 from __future__ import annotations
 
@@ -30,17 +31,22 @@ class TensorShiftedLogits(ShiftedLogits):
         mean = (e * self.shifted).sum(dim=1) / norm
         return mean, (e * self.shifted.square()).sum(dim=1) / norm - mean.square()
 
-    def central_moments(self, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def central_moments(self, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         e = torch.exp(self.shifted * beta)
         norm = e.sum(dim=1)
         mean = (e * self.shifted).sum(dim=1) / norm
         centred = self.shifted - mean[:, None]
         e_square = e * centred.square()
-        return mean, e_square.sum(dim=1) / norm, (e_square * centred).sum(dim=1) / norm
+        e_cube = e_square * centred
+        return mean, e_square.sum(dim=1) / norm, e_cube.sum(dim=1) / norm, (e_cube * centred).sum(dim=1) / norm
 
     def scaled(self, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         log_norm = torch.log(torch.exp(self.shifted * beta).sum(dim=1))
         return log_norm - beta * self.true_gap, torch.exp(-log_norm)
+
+    def for_search(self) -> TensorShiftedLogits:
+        """The search passes stay float64: a GPU's float64 exponentials are not what a reduction waits for."""
+        return self
 
     def indices(self, mask: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.flatnonzero(mask), device=self.true_gap.device)
@@ -76,7 +82,7 @@ class DeviceOutputs:
     """An accumulator's store for outputs left on the device: counted rows kept there, reduced there."""
 
     @staticmethod
-    def keep(outputs: torch.Tensor, counted: np.ndarray) -> torch.Tensor:
+    def keep(outputs: torch.Tensor, counted: np.ndarray, owned: bool = False) -> torch.Tensor:
         rows = outputs.reshape(-1, outputs.shape[-1])
         return rows.clone() if counted.all() else rows[torch.as_tensor(counted.reshape(-1), device=outputs.device)]
 

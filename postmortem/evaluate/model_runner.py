@@ -147,8 +147,8 @@ def run_checkpoint(model: Any, batches: list[Any], forward: UserCallable | None,
             scores = outputs.detach() if outputs.dtype == torch.float64 else outputs.detach().float()
             if resolved == "auto":   # decided on the first counted rows: padded rows may hold anything
                 sample = counted_rows(_as_numpy(scores), _as_numpy(labels), None if mask is None else _as_numpy(mask),
-                                      accumulator.ignore_index)
-                resolved = detect_output_kind(sample[:256]) if len(sample) else "auto"
+                                      accumulator.ignore_index, limit=256)
+                resolved = detect_output_kind(sample) if len(sample) else "auto"
             ids = batch_ids(batch) if ids is None else ids
             groups = batch.get("groups") if isinstance(batch, dict) else None
             hashes = None

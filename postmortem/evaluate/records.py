@@ -82,16 +82,21 @@ class EpochRecords:
         return {name: getattr(self, name) for name in ITEM_SCALARS}
 
 
-def counted_rows(outputs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None, ignore_index: int) -> np.ndarray:
-    """The (n, C) output rows of the items that count (mask != 0, label != ignore_index); none when the shapes
-    disagree (the accumulator reports that). Output kinds are detected on these: padded rows may hold anything."""
+def counted_rows(outputs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None, ignore_index: int,
+                 limit: int | None = None) -> np.ndarray:
+    """The (n, C) output rows of the items that count (mask != 0, label != ignore_index), the first `limit` of
+    them when given; none when the shapes disagree (the accumulator reports that). Output kinds are detected on
+    these: padded rows may hold anything. (With a limit only those rows are copied: a whole 10k x 1,000 epoch's
+    copy, for the 256 rows detect_output_kind reads, cost more than its loss.)"""
     labels = np.asarray(labels)
     if outputs.shape[:-1] != labels.shape:
         return outputs.reshape(-1, outputs.shape[-1])[:0]
     counted = labels != ignore_index
     if mask is not None and np.asarray(mask).shape == labels.shape:
         counted &= np.asarray(mask) != 0
-    return outputs[counted]
+    if limit is None:
+        return outputs[counted]
+    return outputs.reshape(-1, outputs.shape[-1])[np.flatnonzero(counted.reshape(-1))[:limit]]
 
 
 def detect_output_kind(outputs: np.ndarray) -> str:
@@ -217,9 +222,14 @@ class HostOutputs:
     evaluate.device_reduce.DeviceOutputs is the same for outputs left on a GPU."""
 
     @staticmethod
-    def keep(outputs: np.ndarray, counted: np.ndarray) -> np.ndarray:
-        """The counted rows (N, C), as a copy: the caller's array may be reused."""
-        return outputs.reshape(-1, outputs.shape[-1]).copy() if counted.all() else outputs[counted]
+    def keep(outputs: np.ndarray, counted: np.ndarray, owned: bool = False) -> np.ndarray:
+        """The counted rows (N, C), as a copy (the caller's array may be reused) unless the caller gave its array
+        up (`owned`: a predictions file's outputs, read for this epoch alone), which is then kept as it is when
+        every row counts."""
+        if counted.all():
+            rows = outputs.reshape(-1, outputs.shape[-1])
+            return rows if owned else rows.copy()
+        return outputs[counted]
 
     @staticmethod
     def join(parts: list[np.ndarray]) -> np.ndarray:
@@ -259,9 +269,10 @@ class OutputsAccumulator:
 
     def add(self, outputs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None,
             ids: list | np.ndarray | None = None, groups: np.ndarray | None = None,
-            input_hashes: np.ndarray | None = None) -> None:
+            input_hashes: np.ndarray | None = None, owned: bool = False) -> None:
         """Add one batch: class scores (B, C) or (B, T, C) and labels (B,) or (B, T); `input_hashes` one per
-        position of the labels (flattened), when the inputs are hashed."""
+        position of the labels (flattened), when the inputs are hashed; `owned`: the caller will not touch `outputs`
+        again (HostOutputs.keep keeps it without a copy)."""
         labels = np.asarray(labels)
         if outputs.shape[:-1] != labels.shape:
             raise DataError(f"{self.source}: outputs of shape {tuple(outputs.shape)} do not fit labels of "
@@ -291,7 +302,7 @@ class OutputsAccumulator:
         self._sizes["masked"].append(int(counted.sum()) if mask is None else int(np.count_nonzero(mask)))
         self._sizes["rows"].append(int(labels.shape[0]) if labels.ndim else 1)
         batch_ids, batch_groups = self._item_keys(labels.shape, ids, groups, counted)
-        self._outputs.append(self.store.keep(outputs, counted))
+        self._outputs.append(self.store.keep(outputs, counted, owned))
         self._labels.append(labels[counted].astype(np.int64))
         self._ids.append(batch_ids[counted])
         self._groups.append(batch_groups[counted])

@@ -727,8 +727,8 @@ def _predictions_accumulator(config: ReportConfig, path: Path, content: dict[str
         raise DataError(f"{path}: 'outputs' of shape {outputs.shape}; expected (N, C) or (N, T, C)")
     kind = config.outputs
     if kind == "auto":
-        sample = counted_rows(outputs, content["labels"], content.get("mask"), config.ignore_index)
-        kind = detect_output_kind(sample[:256]) if len(sample) else "logits"
+        sample = counted_rows(outputs, content["labels"], content.get("mask"), config.ignore_index, limit=256)
+        kind = detect_output_kind(sample) if len(sample) else "logits"
     mask = content.get("mask")
     if mask is not None and np.asarray(mask).shape != np.asarray(content["labels"]).shape:
         raise DataError(f"{path}: 'mask' of shape {np.asarray(mask).shape} does not match 'labels' of "
@@ -736,5 +736,5 @@ def _predictions_accumulator(config: ReportConfig, path: Path, content: dict[str
     accumulator = OutputsAccumulator(config.class_weights, config.ignore_index, str(path))
     ids, groups = content.get("ids"), content.get("groups")
     accumulator.add(outputs, content["labels"], mask, ids=None if ids is None else list(np.asarray(ids).tolist()),
-                    groups=None if groups is None else np.asarray(groups))
+                    groups=None if groups is None else np.asarray(groups), owned=True)
     return accumulator, kind

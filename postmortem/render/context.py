@@ -8,6 +8,7 @@ import numpy as np
 from .. import __version__
 from ..analyze.decomposition import TRANSITIONS
 from ..diagnose import FigureAnchor
+from .class_rows import MAX_LISTED_CLASSES, ClassRows, class_rows, folded_label, folded_loss
 from .epoch_view import FOLD_ABOVE, epoch_view_data, matrix_fold
 from .input import RenderInput
 from .training_setup import training_setup_context, training_setup_line
@@ -15,19 +16,20 @@ from .training_setup import training_setup_context, training_setup_line
 __all__ = ["summary_context", "report_context"]
 
 CONFUSION_RGB = "0, 114, 178"
-# The PDF lists at most this many classes per table (those carrying the most loss); the HTML lists all.
+# The PDF lists at most this many classes per table (those carrying the most loss, largest first, and one row for
+# the others); the HTML lists class_rows.MAX_LISTED_CLASSES.
 PRINT_MAX_CLASSES = 20
 TOP_CONFUSIONS = 8
 CONFIDENT_ERROR_ROWS = 25
 
 
-def _top_confusions(matrix: np.ndarray, class_labels) -> list[dict[str, Any]]:
-    """The largest off-diagonal cells: (true class, predicted class, count), largest first."""
-    off = matrix.copy()
-    np.fill_diagonal(off, 0)
-    flat = np.argsort(off, axis=None)[::-1][:TOP_CONFUSIONS]
-    pairs = [np.unravel_index(i, off.shape) for i in flat]
-    return [{"true": class_labels[t], "pred": class_labels[p], "count": int(off[t, p])} for t, p in pairs if off[t, p]]
+def _top_confusions(confusion, class_labels) -> list[dict[str, Any]]:
+    """The largest off-diagonal cells of a ConfusionCounts: (true class, predicted class, count), largest first
+    (ties in row-major order)."""
+    off = confusion.off_diagonal()
+    top = np.argsort(-off.counts, kind="stable")[:TOP_CONFUSIONS]
+    return [{"true": class_labels[int(off.rows[k])], "pred": class_labels[int(off.columns[k])],
+             "count": int(off.counts[k])} for k in top]
 
 
 def _confusion_cells(matrix: np.ndarray) -> list[list[dict[str, Any]]]:
@@ -39,12 +41,12 @@ def _confusion_cells(matrix: np.ndarray) -> list[list[dict[str, Any]]]:
              for j in range(matrix.shape[1])] for i in range(matrix.shape[0])]
 
 
-def _largest(rows: list[dict[str, Any]], size) -> list[dict[str, Any]]:
-    """The PRINT_MAX_CLASSES rows with the largest |size|, kept in class order (all rows when fewer)."""
-    if len(rows) <= PRINT_MAX_CLASSES:
-        return rows
-    keep = set(sorted(range(len(rows)), key=lambda i: -abs(size(rows[i]) or 0.0))[:PRINT_MAX_CLASSES])
-    return [row for i, row in enumerate(rows) if i in keep]
+def _listed(make_row, make_other, values: np.ndarray, limit: int) -> list[dict[str, Any]]:
+    """A per-class table's rows (class_rows): make_row(c) for each listed class, and make_other(rows) for the
+    folded ones when there are any (the row with "other": True)."""
+    rows: ClassRows = class_rows(values, limit)
+    listed = [{**make_row(c), "other": False} for c in rows.shown]
+    return listed + [{**make_other(rows), "other": True}] if rows.n_folded else listed
 
 
 def _bar_heights(counts: np.ndarray, scale: int) -> list[str]:
@@ -76,18 +78,29 @@ def _epoch_rows(inputs: RenderInput) -> list[dict[str, Any]]:
 
 def _key_detail(inputs: RenderInput, index: int, note: str, fold, scale: int) -> dict[str, Any]:
     """One key epoch's static detail (print, and readers without JavaScript): confusion matrix (folded above
-    FOLD_ABOVE classes, with the largest confusions listed), confidence histograms and per-class table."""
+    FOLD_ABOVE classes, with the largest confusions listed), confidence histograms and per-class table (above
+    MAX_LISTED_CLASSES, or PRINT_MAX_CLASSES in print, the classes with the largest loss share and one row for the
+    others)."""
     view = inputs.analysis.epochs[index]
     m = view.metrics
-    rows = [{"name": name, "colour": colour, "support": c.support, "loss": c.loss, "loss_share": c.loss_share,
-             "precision": c.precision, "recall": c.recall}
-            for name, colour, c in zip(inputs.class_labels, inputs.colours, m.per_class)]
+
+    def row(c: int) -> dict[str, Any]:
+        k = m.class_metrics(c)
+        return {"name": inputs.class_labels[c], "colour": inputs.colours[c], "support": k.support, "loss": k.loss,
+                "loss_share": k.loss_share, "precision": k.precision, "recall": k.recall}
+
+    def other(rows: ClassRows) -> dict[str, Any]:
+        return {"name": folded_label(rows), "colour": None, "support": int(m.support[rows.folded].sum()),
+                "loss": folded_loss(m, rows), "loss_share": float(m.loss_share[rows.folded].sum()),
+                "precision": None, "recall": None}
+
     return {"index": index, "note": note, "epoch": view.epoch, "checkpoint": view.checkpoint, "loss": m.loss,
-            "accuracy": m.accuracy, "confusion": _confusion_cells(fold.apply(m.confusion)),
-            "top_confusions": _top_confusions(m.confusion, inputs.class_labels) if fold.n_folded else [],
+            "accuracy": m.accuracy, "confusion": _confusion_cells(fold.apply(m.confusion_counts)),
+            "top_confusions": _top_confusions(m.confusion_counts, inputs.class_labels) if fold.n_folded else [],
             "hist_correct": _bar_heights(view.hist_correct, scale), "hist_wrong": _bar_heights(view.hist_wrong, scale),
             "n_correct": int(view.hist_correct.sum()), "n_wrong": int(view.hist_wrong.sum()),
-            "per_class": rows, "per_class_print": _largest(rows, lambda row: row["loss_share"])}
+            "per_class": _listed(row, other, m.loss_share, MAX_LISTED_CLASSES),
+            "per_class_print": _listed(row, other, m.loss_share, PRINT_MAX_CLASSES)}
 
 
 VERDICT_QUESTIONS = (("what_happened", "What happened?"), ("model_or_else", "Is it the model or something else?"),
@@ -109,15 +122,31 @@ def _verdict_context(verdict) -> dict[str, Any]:
 def _evidence_tables(analysis, ledger, class_labels) -> dict[str, Any]:
     """The tables beside the figures: which checkpoint to pick, class weight shares, confident errors, CIs."""
     d, b, shares = analysis.decomposition, ledger, analysis.class_shares
-    class_rows = [{"name": name, "frequency_share": float(f), "weight_share": float(w),
-                   "amplification": float(w / f) if f else None, "loss_change": part.estimate,
-                   "loss_change_low": part.low, "loss_change_high": part.high}
-                  for name, f, w, part in zip(class_labels, shares.frequency_share, shares.weight_share,
-                                              ledger.class_parts)]
+    parts = ledger.class_parts
+
+    def row(c: int) -> dict[str, Any]:
+        f, w, part = float(shares.frequency_share[c]), float(shares.weight_share[c]), parts[c]
+        return {"name": class_labels[c], "frequency_share": f, "weight_share": w,
+                "amplification": w / f if f else None, "loss_change": part.estimate, "loss_change_low": part.low,
+                "loss_change_high": part.high}
+
+    def other(rows: ClassRows) -> dict[str, Any]:
+        f, w = float(shares.frequency_share[rows.folded].sum()), float(shares.weight_share[rows.folded].sum())
+        part, _ = ledger.classes_part(tuple(int(c) for c in rows.folded))
+        return {"name": folded_label(rows), "frequency_share": f, "weight_share": w,
+                "amplification": w / f if f else None, "loss_change": part.estimate, "loss_change_low": part.low,
+                "loss_change_high": part.high}
+
+    estimates = np.array([part.estimate for part in parts])
+    grown = [{"true": class_labels[k.true_class], "predicted": class_labels[k.predicted_class],
+              "before": k.share_before, "after": k.share_after, "growth_low": k.growth.low,
+              "growth_high": k.growth.high, "part": k.part.estimate, "part_low": k.part.low, "part_high": k.part.high}
+             for k in ledger.confusions]
     return {
+        "grown_confusions": grown,
         "choice": [vars(row) | {"is_current": False} for row in analysis.checkpoint_choice.rows],
-        "class_shares": class_rows,
-        "class_shares_print": _largest(class_rows, lambda row: row["loss_change"]),
+        "class_shares": _listed(row, other, estimates, MAX_LISTED_CLASSES),
+        "class_shares_print": _listed(row, other, estimates, PRINT_MAX_CLASSES),
         "confident_errors": [vars(row) for row in analysis.confident_errors[:CONFIDENT_ERROR_ROWS]],
         "n_confident_errors": len(analysis.confident_errors),
         "bootstrap": {"from_epoch": analysis.epochs[b.from_index].epoch, "to_epoch": analysis.epochs[b.to_index].epoch,
@@ -190,6 +219,7 @@ def report_context(inputs: RenderInput, figures: Sequence, for_print: bool) -> d
         "transitions": TRANSITIONS,
         **_evidence_tables(analysis, inputs.comparison.ledger, inputs.class_labels),
         "print_max_classes": PRINT_MAX_CLASSES,
+        "max_listed_classes": MAX_LISTED_CLASSES,
         "epochs": _epoch_rows(inputs),
         "key_details": [_key_detail(inputs, i, note, fold, scale) for i, note in key_epochs.items()],
         "key_indices": list(key_epochs),

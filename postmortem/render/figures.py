@@ -1,7 +1,10 @@
 """The report's figures as inline SVG, drawn from numbers computed in analyze/ with the kit in render/svg.py.
 
 Every class keeps one colour in every figure (Okabe-Ito, colour-blind safe), bands and bars carry hatching
-and lines differ in dash and marker, so the report still reads when printed in grey.
+and lines differ in dash and marker, so the report still reads when printed in grey. Above
+class_rows.MAX_LISTED_CLASSES classes, the per-class bars and bands show the classes that carry the most and sum
+the others into one (grey), and the heat maps fold as the epoch view's matrix does (epoch_view.matrix_fold): a
+1,000-class loss-share figure was 0.67 MB of 1,000 bands, and a heat map of 1,000 rows has under a pixel per row.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import numpy as np
 
 from ..analyze.decomposition import TRANSITIONS
 from ..diagnose import FigureAnchor
+from .class_rows import MAX_LISTED_CLASSES, class_rows, folded_label
+from .epoch_view import MatrixFold, matrix_fold
 from .svg import (FONT_SIZE, INK, MUTED, Axes, Canvas, LegendEntry, clip_text, colour_map, hex_colour, legend,
                   nice_ticks, text_width)
 
@@ -37,6 +42,7 @@ LR_PANEL_HEIGHT = 130.0        # the learning-rate panel under the loss curve, w
 LR_MAX_LINES = 6               # param groups drawn (those whose learning rates differ)
 LR_MAX_LABELS = 12             # events labelled in the panel (all are shaded)
 LR_EVENT_WORDS = {"drop": "drop", "restart": "restart", "warmup": "warm-up"}
+OTHER_COLOUR = "#b0b0b0"      # the band or bar of the classes summed into one
 
 
 @dataclass(frozen=True)
@@ -193,11 +199,16 @@ def _learning_rate_panel(canvas: Canvas, box, xlim, series, groups: list[int], l
 
 def _decomposition(analysis, class_labels: Sequence[str]) -> Figure:
     d, views = analysis.decomposition, analysis.epochs
-    table = d.by_class_transition
-    n = len(class_labels)
+    rows = class_rows(d.by_class_transition.sum(axis=1))
+    table = d.by_class_transition[list(rows.shown)]
+    names = [class_labels[c] for c in rows.shown]
+    if rows.n_folded:
+        table = np.vstack([table, d.by_class_transition[rows.folded].sum(axis=0)])
+        names.append(folded_label(rows))
+    n = len(names)
     pitch = float(np.clip(440.0 / max(n, 1), 7.0, 24.0))
     size = min(FONT_SIZE - 1, pitch * 0.85)
-    labels = [clip_text(name, 150, size) for name in class_labels]
+    labels = [clip_text(name, 150, size) for name in names]
     left_margin = min(max(text_width(label, size) for label in labels), 150) + 18
     canvas = Canvas(WIDTH, 0)
     top = 12 + legend(canvas, [LegendEntry(name, colour, hatch=hatch, box=True)
@@ -229,31 +240,39 @@ def _decomposition(analysis, class_labels: Sequence[str]) -> Figure:
     return Figure(FigureAnchor.DECOMPOSITION.value,
                   f"Where the loss change comes from (epoch {views[d.from_index].epoch} → {views[d.to_index].epoch})",
                   f"Each bar is one true class's exact part of the change dL = {d.loss_change:+.4f}, split by whether "
-                  "its items were correct or wrong before and after; the bars sum to dL.", canvas.data_uri())
+                  "its items were correct or wrong before and after; the bars sum to dL."
+                  + (f" The {len(rows.shown)} classes with the largest part, largest first; the last bar sums the "
+                     f"other {rows.n_folded}." if rows.n_folded else ""), canvas.data_uri())
 
 
 def _loss_shares(analysis, epochs: np.ndarray, class_labels: Sequence[str], colours: Sequence[str]) -> Figure:
-    shares = analysis.loss_shares
+    all_shares = analysis.loss_shares
+    rows = class_rows(all_shares.mean(axis=0))
+    bands = [(c, all_shares[:, c], colours[c], HATCHES[c % len(HATCHES)]) for c in rows.shown]
+    if rows.n_folded:   # the listed classes from the bottom, largest first, and the others in one band on top
+        bands.append((None, all_shares[:, rows.folded].sum(axis=1), OTHER_COLOUR, ""))
     n = len(class_labels)
     canvas = Canvas(WIDTH, 0)
     entries = [LegendEntry(clip_text(class_labels[c], 120), colours[c], hatch=HATCHES[c % len(HATCHES)], box=True)
                for c in reversed(range(n))] if n <= 20 else []
     top = 14 + (legend(canvas, entries, 64, 6, WIDTH - 84) if entries else 0)
     canvas.height = top + 300
+    shares = np.column_stack([values for _, values, _, _ in bands])
     stacked = np.cumsum(shares, axis=1)
     limits, ticks = _scale(stacked[:, -1], include=0.0)
     xlim, xticks, xlabels = _epoch_axis(epochs)
     ax = Axes(canvas, _plot_box(top, canvas.height, right=20), xlim, limits)
     ax.y_axis(ticks, "loss share (nats)")
     ax.x_axis(xticks, "epoch", xlabels)
-    for c in range(n):
-        ax.band(epochs, stacked[:, c] - shares[:, c], stacked[:, c], colours[c], hatch=HATCHES[c % len(HATCHES)],
-                edge="#ffffff")
+    for k, (_, _, colour, hatch) in enumerate(bands):
+        ax.band(epochs, stacked[:, k] - shares[:, k], stacked[:, k], colour, hatch=hatch, edge="#ffffff")
     ax.frame()
+    folded = (f" The {len(rows.shown)} classes with the largest mean share, largest at the bottom; the grey band on "
+              f"top sums the other {rows.n_folded}." if rows.n_folded else "")
     return Figure(FigureAnchor.LOSS_SHARES.value, "Loss decomposed by class",
                   "Each band is one class's additive part of the epoch loss (Σ over its items of w[y]·NLL / Σ w[y]); "
                   "bands sum to the loss." + ("" if entries else " Colours run from dark (first class) to yellow "
-                                              "(last)."), canvas.data_uri())
+                                              "(last).") + folded, canvas.data_uri())
 
 
 def _calibration(analysis, epochs: np.ndarray) -> Figure:
@@ -394,45 +413,57 @@ def _label_room(labels: Sequence[str]) -> float:
     return min(max(text_width(label, FONT_SIZE - 2) for label in labels), 96) + 10
 
 
+def _heat_map_fold(analysis, class_labels: Sequence[str]):
+    """The classes a heat map shows: all up to MAX_LISTED_CLASSES, else the epoch view's fold (matrix_fold)."""
+    n = len(class_labels)
+    fold = matrix_fold(analysis) if n > MAX_LISTED_CLASSES else MatrixFold(tuple(range(n)), 0)
+    names = fold.labels(class_labels)
+    labels = [clip_text(name, 90, FONT_SIZE - 2) for name in names] if fold.n_folded else _matrix_labels(names)
+    return fold, labels
+
+
 def _confusion(analysis, class_labels: Sequence[str]) -> Figure:
     views = analysis.epochs
     best, last = analysis.best_loss_index, len(views) - 1
-    labels = _matrix_labels(class_labels)
+    fold, labels = _heat_map_fold(analysis, class_labels)
     room = _label_room(labels)
     side = min((WIDTH - room - 20 - 2 * 24) / 3, 240.0)
     canvas = Canvas(WIDTH, 30 + side + room + 28)
-    a, b = _row_shares(views[best].metrics.confusion), _row_shares(views[last].metrics.confusion)
+    before, after = fold.apply(views[best].metrics.confusion_counts), fold.apply(views[last].metrics.confusion_counts)
+    a, b = _row_shares(before), _row_shares(after)
     diff = b - a
     limit = max(float(np.abs(diff).max()), 1e-9)
-    panels = ((colour_map("blues", a), views[best].metrics.confusion, a > 0.6, f"epoch {views[best].epoch} (lowest loss)",
-               False),
-              (colour_map("blues", b), views[last].metrics.confusion, b > 0.6, f"epoch {views[last].epoch} (last)",
-               False),
-              (colour_map("puor", (diff / limit + 1) / 2),
-               views[last].metrics.confusion - views[best].metrics.confusion, np.abs(diff) > 0.6 * limit,
+    panels = ((colour_map("blues", a), before, a > 0.6, f"epoch {views[best].epoch} (lowest loss)", False),
+              (colour_map("blues", b), after, b > 0.6, f"epoch {views[last].epoch} (last)", False),
+              (colour_map("puor", (diff / limit + 1) / 2), after - before, np.abs(diff) > 0.6 * limit,
                "difference (last − best)", True))
     for k, (rgb, counts, dark, title, signed) in enumerate(panels):
         _matrix(canvas, room + k * (side + 24), 30, side, rgb, labels, title, counts, dark, k == 0, signed)
     canvas.text(room + 1.5 * side + 24, canvas.height - 8, "predicted class", FONT_SIZE - 1, "middle", MUTED)
     return Figure(FigureAnchor.CONFUSION.value, "Confusion matrices at the lowest-loss and last epochs",
                   "Rows are true classes, normalised to sum to 1 (darker: a larger share of the row); numbers are "
-                  "item counts (the difference shows count changes)."
-                  + ("" if len(class_labels) <= ANNOTATE_MAX_CLASSES else " Classes are numbered in label order."),
+                  "item counts (the difference shows count changes)." + _fold_note(fold, len(labels)),
                   canvas.data_uri())
+
+
+def _fold_note(fold, n_shown: int) -> str:
+    if fold.n_folded:
+        return (f" The {n_shown - 1} classes with the largest mean loss share (as in the per-epoch view); the other "
+                f"{fold.n_folded} are summed into the last row and column.")
+    return "" if n_shown <= ANNOTATE_MAX_CLASSES else " Classes are numbered in label order."
 
 
 def _flow(analysis, class_labels: Sequence[str]) -> Figure:
     flow, views = analysis.flow, analysis.epochs
-    moved = flow.counts.copy()
-    np.fill_diagonal(moved, 0)
-    labels = _matrix_labels(class_labels)
+    fold, labels = _heat_map_fold(analysis, class_labels)
+    moved = fold.apply(flow.cells.off_diagonal())
     room = _label_room(labels)
     side = 260.0
     canvas = Canvas(WIDTH, 30 + side + room + 28)
     left = (WIDTH - side) / 2
     peak = max(int(moved.max()), 1)
     _matrix(canvas, left, 30, side, colour_map("oranges", moved / peak), labels,
-            f"predictions that changed class ({int(moved.sum())} items)", moved, moved > 0.6 * peak, True)
+            f"predictions that changed class ({flow.n_changed} items)", moved, moved > 0.6 * peak, True)
     canvas.text(left + side / 2, canvas.height - 8, f"predicted at epoch {views[flow.to_index].epoch}",
                 FONT_SIZE - 1, "middle", MUTED)
     canvas.text(left - room - 8, 30 + side / 2, f"predicted at epoch {views[flow.from_index].epoch}", FONT_SIZE - 1,
@@ -440,7 +471,8 @@ def _flow(analysis, class_labels: Sequence[str]) -> Figure:
     return Figure(FigureAnchor.FLOW.value, f"Prediction flow, epoch {views[flow.from_index].epoch} → "
                   f"{views[flow.to_index].epoch}",
                   "Items whose predicted class changed: predicted class at the earlier epoch (rows) and at the "
-                  "later one (columns); darker: more items.", canvas.data_uri())
+                  "later one (columns); darker: more items." + (_fold_note(fold, len(labels)) if fold.n_folded else ""),
+                  canvas.data_uri())
 
 
 def _logits(analysis, epochs: np.ndarray) -> Figure:

@@ -1,15 +1,25 @@
 """metrics.json, schema_version 1 (documented in README.md): the contract's fields plus additive extensions."""
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
+
+import numpy as np
 
 from ..analyze.decomposition import TRANSITIONS
 from ..diagnose import finding_to_json, verdict_to_json
 
-__all__ = ["SCHEMA_VERSION", "metrics_document"]
+__all__ = ["SCHEMA_VERSION", "SPARSE_CONFUSION_ABOVE", "INDENT_BELOW_BYTES", "metrics_document", "metrics_bytes",
+           "confusion_entry"]
 
 SCHEMA_VERSION = 1
+# Above this many classes an epoch's confusion matrix is written as its nonzero cells ("confusion_matrix_sparse"):
+# a dense 1,000 x 1,000 matrix is a million numbers per epoch, of which at most one per item is not 0.
+SPARSE_CONFUSION_ABOVE = 100
+# metrics.json is indented (one value per line) while its compact form is under this many bytes, and compact (one
+# line) above: indenting needs json's pure-Python encoder, which took 36 s for 80 MB where the compact one is C.
+INDENT_BELOW_BYTES = 1_000_000
 # Per-epoch extensions read from analysis.epoch_columns(), beside the contract's fields.
 EPOCH_TABLE_FIELDS = ("macro_f1_score", "adaptive_calibration_error", "max_calibration_error", "calibration_loss",
                       "median_logit_norm", "median_absolute_margin", "flip_rate")
@@ -18,6 +28,37 @@ EPOCH_TABLE_FIELDS = ("macro_f1_score", "adaptive_calibration_error", "max_calib
 def _number(value: float | None) -> float | None:
     """JSON has no NaN or inf: such values, and undefined ones, are written as null."""
     return None if value is None or not math.isfinite(value) else float(value)
+
+
+def confusion_entry(confusion) -> dict[str, Any]:
+    """An epoch's confusion matrix (analyze.metrics.ConfusionCounts; rows true class, columns predicted) as
+    metrics.json writes it: the whole matrix as "confusion_matrix" ([[int]]) up to SPARSE_CONFUSION_ABOVE classes;
+    above, its nonzero cells in row-major order as "confusion_matrix_sparse" (shape, rows, columns, counts), which
+    scipy.sparse.coo_matrix((counts, (rows, columns)), shape) turns back into the matrix."""
+    n = confusion.n_classes
+    if n <= SPARSE_CONFUSION_ABOVE:
+        return {"confusion_matrix": confusion.dense().tolist()}
+    return {"confusion_matrix_sparse": {"shape": [n, n], "rows": confusion.rows.tolist(),
+                                        "columns": confusion.columns.tolist(), "counts": confusion.counts.tolist()}}
+
+
+def _numbers(values: np.ndarray) -> list[float | None]:
+    """Per-class values for JSON: floats, null where NaN or infinite (as _number)."""
+    return [x if math.isfinite(x) else None for x in np.asarray(values, dtype=np.float64).tolist()]
+
+
+def _per_class(classes, m) -> dict[str, dict[str, Any]]:
+    """An epoch's per-class table (EpochMetrics' arrays, converted once per column rather than once per value)."""
+    columns = zip(m.support.tolist(), _numbers(m.class_loss), _numbers(m.loss_share), _numbers(m.precision),
+                  _numbers(m.recall))
+    return {name: {"support": support, "loss": loss, "loss_share": share, "precision": precision, "recall": recall}
+            for name, (support, loss, share, precision, recall) in zip(classes, columns)}
+
+
+def metrics_bytes(document: dict[str, Any]) -> bytes:
+    """metrics.json's bytes: indented while small enough to read by eye (INDENT_BELOW_BYTES), else compact."""
+    compact = json.dumps(document, separators=(",", ":"))
+    return (compact if len(compact) >= INDENT_BELOW_BYTES else json.dumps(document, indent=1)).encode()
 
 
 def _decomposition(d, views, classes) -> dict[str, Any]:
@@ -149,12 +190,8 @@ def metrics_document(analysis, diagnosis, skipped: list, max_listed: int) -> dic
             **{name: _number(float(columns[name][index])) for name in EPOCH_TABLE_FIELDS},
             "mean_confidence_correct": _number(c.mean_confidence_correct),
             "mean_confidence_wrong": _number(c.mean_confidence_wrong),
-            "confusion_matrix": [[int(x) for x in row] for row in m.confusion],
-            "per_class": {
-                name: {"support": k.support, "loss": _number(k.loss), "loss_share": _number(k.loss_share),
-                       "precision": _number(k.precision), "recall": _number(k.recall)}
-                for name, k in zip(analysis.classes, m.per_class)
-            },
+            **confusion_entry(m.confusion_counts),
+            "per_class": _per_class(analysis.classes, m),
             "change_from_previous": None if previous[index] is None else {
                 "loss_change": _number(previous[index].loss_change),
                 "by_transition": {t: _number(v) for t, v in zip(TRANSITIONS, previous[index].by_transition)}},
