@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 from .config import ReportConfig, build_config, read_config_file  # noqa: E402
 from .errors import (CacheError, CheckpointError, ConfigError, DataError, InputError,  # noqa: E402
                      NonFiniteOutputsError, PostmortemError, UnsafeCheckpointError, UserCodeError)
-from .report import ReportResult, write_report  # noqa: E402
+from .pipeline import ReportResult, write_report  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -1,4 +1,4 @@
-"""The one input every renderer reads (figures, HTML, PDF, markdown), built once in report.py.
+"""The one input every renderer reads (figures, HTML, PDF, markdown), built once in pipeline.py.
 
 Why one object: the renderers used to take the evaluation, the analysis and a dozen loose arguments each;
 this names what a report is drawn from, so HTML, PDF and markdown cannot disagree about it.
