@@ -212,11 +212,12 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
         colours=tuple(class_colours(len(classes))), n_items=len(evaluation.items),
         checkpoints=tuple(CheckpointRow(e.checkpoint, e.epoch, e.sha256[:16], e.output_kind) for e in evaluation.epochs),
         provenance=tuple(_provenance(config, evaluation, argv)), skipped=tuple(evaluation.skipped),
-        nonfinite=tuple(evaluation.nonfinite), notes=tuple(evaluation.notes), train_log=train_log)
+        nonfinite=tuple(evaluation.nonfinite), notes=tuple(evaluation.notes), train_log=train_log,
+        unread=tuple(evaluation.unread))
     announce("drawing figures")
     figures = render_figures(analysis, inputs.colours, classes, train_log)
     clock.lap("figures")
-    document = metrics_document(analysis, diagnosis, evaluation.skipped)
+    document = metrics_document(analysis, diagnosis, evaluation.skipped, evaluation.unread)
     files = {"metrics.json": json.dumps(document, indent=1).encode(),
              "report.html": render_html(inputs, figures, for_print=False).encode(),
              "report.md": render_markdown(inputs).encode()}

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..config import ReportConfig
 from ..errors import ConfigError, DataError, InputError, NonFiniteOutputsError, UserCodeError
-from ..load.discovery import (ORDER_KEYS, CheckpointFile, choose_order_key, discover_checkpoints, file_sha256,
-                              last_integer, order_checkpoints)
+from ..load.discovery import (ORDER_KEYS, CheckpointFile, UnreadFile, choose_order_key, discover_checkpoints,
+                              file_sha256, name_number, order_checkpoints, unread_files)
 from ..load.train_log import FoundTrainLog, find_train_log
 from . import distributed
 from .cache import CACHE_FORMAT, CachedEpoch, EvaluationCache, recall_data, remember_data
@@ -107,6 +107,7 @@ class Evaluation:
     train_log_source: str | None = None         # the file it was read from
     batch_counts: tuple[int, ...] = ()          # counted items per validation batch, in order
     weights: WeightsUsed | None = None          # model mode: which weights were evaluated, and whether others exist
+    unread: list[UnreadFile] = field(default_factory=list)   # model mode: files of the checkpoint folders not read
 
 
 def _progress(total: int, quiet: bool):
@@ -141,7 +142,8 @@ def evaluate_run(config: ReportConfig) -> Evaluation | None:
                              if evaluation.mode == "model" else FoundTrainLog())
     if found.note:
         evaluation.notes.append(found.note)
-    return dataclasses.replace(evaluation, train_log=found.log, train_log_source=found.source)
+    unread = unread_files(config.checkpoints, config.run, _not_checkpoints(config)) if evaluation.mode == "model" else []
+    return dataclasses.replace(evaluation, train_log=found.log, train_log_source=found.source, unread=unread)
 
 
 def _provisional_epoch(source: CheckpointFile, metadata: dict[str, Any]) -> tuple[str, int | None]:
@@ -149,7 +151,7 @@ def _provisional_epoch(source: CheckpointFile, metadata: dict[str, Any]) -> tupl
     for key in ORDER_KEYS:
         if key in metadata:
             return key, int(metadata[key])
-    return "epoch", last_integer(source.path.stem if source.path.is_file() else source.name)
+    return "epoch", name_number(source.name)
 
 
 def _nonfinite_error(exc: NonFiniteOutputsError, source: CheckpointFile, metadata: dict[str, Any]) -> NonFiniteOutputsError:
@@ -391,9 +393,20 @@ def _data_file_key(config: ReportConfig) -> str:
                          trust=config.trust_checkpoints)
 
 
+def _not_checkpoints(config: ReportConfig) -> list[Path]:
+    """The run's files postmortem reads as something else (data, spec, code, options, training log), and its
+    output folder: never taken for checkpoints, nor listed as files not read."""
+    from ..config import CONFIG_FILE_NAME
+    from ..load.spec import DEFAULT_SPEC_FILE
+
+    named = [config.data, config.train_log, config.model, config.forward]
+    files = [Path(value.rsplit(":", 1)[0] if ".py:" in value else value) for value in named if value]
+    return [config.out_dir, config.run / DEFAULT_SPEC_FILE, config.run / CONFIG_FILE_NAME] + \
+        [path for path in files if path.is_file()]
+
+
 def _checkpoint_sources(config: ReportConfig) -> list[CheckpointFile]:
-    exclude = [config.out_dir] + ([Path(config.data)] if config.data and Path(config.data).is_file() else [])
-    return discover_checkpoints(config.checkpoints, config.run, exclude)
+    return discover_checkpoints(config.checkpoints, config.run, _not_checkpoints(config))
 
 
 class _NotCached(Exception):

@@ -150,6 +150,7 @@ def summary_context(inputs: RenderInput) -> dict[str, Any]:
         "findings": [_finding_context(f) for f in inputs.findings],
         "key_epochs": [{**rows[i], "note": note} for i, note in _key_epochs(analysis).items()],
         "skipped": list(inputs.skipped),
+        "unread": [{"name": u.name, "reason": u.reason} for u in inputs.unread],
     }
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ..analyze.run import RunAnalysis
     from ..diagnose import Comparison, Finding, Verdict
     from ..evaluate.runner import NonFiniteEpoch, Skipped
+    from ..load.discovery import UnreadFile
 
 __all__ = ["CheckpointRow", "TrainLogComparison", "RenderInput"]
 
@@ -62,3 +63,4 @@ class RenderInput:
     nonfinite: "tuple[NonFiniteEpoch, ...]"
     notes: tuple[str, ...]
     train_log: TrainLogComparison | None
+    unread: "tuple[UnreadFile, ...]" = ()         # files of the checkpoint folders not read, and what each is

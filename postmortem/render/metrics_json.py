@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 from ..analyze.decomposition import TRANSITIONS
 from ..diagnose import finding_to_json, verdict_to_json
@@ -60,9 +60,9 @@ def _attribution(ledger, classes) -> dict[str, Any]:
     }
 
 
-def metrics_document(analysis, diagnosis, skipped: list) -> dict[str, Any]:
+def metrics_document(analysis, diagnosis, skipped: list, unread: Sequence = ()) -> dict[str, Any]:
     """The metrics.json content: per-epoch metrics, best epoch, findings, skipped checkpoints, the verdict, and the
-    analyses behind it."""
+    analyses behind it; `unread` (files of the checkpoint folders not read) as 'not_read' when there are any."""
     columns = analysis.epoch_columns()
     previous = [None] + list(analysis.step_decompositions)
     epochs = []
@@ -103,6 +103,7 @@ def metrics_document(analysis, diagnosis, skipped: list) -> dict[str, Any]:
         "findings": [finding_to_json(f) for f in diagnosis.findings],
         "skipped": [{"checkpoint": s.checkpoint, "error": s.error, **({"epoch": s.epoch} if s.epoch is not None else {})}
                     for s in skipped],
+        **({"not_read": [{"file": u.name, "reason": u.reason} for u in unread]} if unread else {}),
         "verdict": verdict_to_json(diagnosis.verdict),
         "decomposition": _decomposition(analysis.decomposition, analysis.epochs, analysis.classes),
         "bootstrap": {"from_epoch": int(analysis.epochs[ledger.from_index].epoch),
