@@ -78,7 +78,7 @@ import json, sys, time
 started = time.perf_counter()
 from pathlib import Path
 from postmortem.config import ReportConfig
-from postmortem.report import write_report
+from postmortem.pipeline import write_report
 imported = time.perf_counter()
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 result = write_report(ReportConfig(run=run, predictions=str(run / "preds"), out=out, quiet=True, no_pdf=True))
@@ -186,7 +186,7 @@ def main() -> int:
 def big_stages(root: Path) -> None:
     """Stage by stage for 50 x 100,000 x 100 in this process, with peak memory."""
     from postmortem.config import ReportConfig
-    from postmortem.report import write_report
+    from postmortem.pipeline import write_report
 
     run = root / "run50"
     print("3. writing 50 epochs x 100,000 items x 100 classes of predictions ...", flush=True)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .callbacks.writer import save_predictions  # noqa: E402
 from .config import ReportConfig, build_config, read_config_file  # noqa: E402
 from .errors import (CacheError, CheckpointError, ConfigError, DataError, InputError,  # noqa: E402
                      NonFiniteOutputsError, PostmortemError, UnsafeCheckpointError, UserCodeError)
-from .report import ReportResult, write_report  # noqa: E402
+from .pipeline import ReportResult, write_report  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -22,6 +23,7 @@ __all__ = [
     "read_config_file",
     "write_report",
     "ReportResult",
+    "save_predictions",
     "PostmortemError",
     "InputError",
     "ConfigError",

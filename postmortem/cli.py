@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_report(args: argparse.Namespace, argv: list[str]) -> int:
     from .config import build_config, read_config_file
-    from .report import write_report
+    from .pipeline import write_report
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
     config = build_config(args.run, read_config_file(args.run) if args.run.is_dir() else {}, flags)

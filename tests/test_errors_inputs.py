@@ -380,7 +380,7 @@ def test_diagnosis_thresholds_from_postmortem_toml_reach_the_findings(tmp_path):
     import numpy as np
 
     from postmortem.config import build_config
-    from postmortem.report import write_report
+    from postmortem.pipeline import write_report
 
     rng = np.random.default_rng(0)
     labels = np.arange(1200) % 4

@@ -15,6 +15,10 @@ ALLOWED = {
     "matplotlib": (),            # nowhere: figures are drawn as SVG (render/svg.py); its import alone cost 0.3 s
     "jinja2": ("render/html.py",),
     "weasyprint": ("render/pdf.py",),
+    # The training libraries: model building from a checkpoint's config, and the callbacks, imported on first use.
+    "transformers": ("load/auto_model.py", "callbacks/huggingface.py"),
+    "pytorch_lightning": ("callbacks/lightning.py",),
+    "lightning": ("callbacks/lightning.py",),
 }
 STAGES = ("load", "evaluate", "analyze", "diagnose", "render")
 

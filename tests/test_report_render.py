@@ -336,7 +336,7 @@ def test_a_rerender_with_nothing_changed_reuses_the_pdf_and_lays_it_out_again_wh
 def test_the_pdf_cache_ignores_the_minute_the_report_was_written(tmp_path):
     """Two print HTMLs that differ only in their 'generated' stamp reuse one laid-out PDF (a re-render a minute
     later used to lay the whole report out again); any other difference lays it out anew."""
-    from postmortem.report import _cached_pdf
+    from postmortem.pipeline import _cached_pdf
 
     page = "<html><body><p>postmortem · {stamp}</p><p>{text}</p></body></html>"
     first = _cached_pdf(tmp_path, page.format(stamp="2026-11-29 20:14", text="verdict"), "2026-11-29 20:14")

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..config import ReportConfig
 from ..errors import ConfigError, DataError, InputError, NonFiniteOutputsError, UserCodeError
-from ..load.discovery import (ORDER_KEYS, CheckpointFile, choose_order_key, discover_checkpoints, file_sha256,
-                              last_integer, order_checkpoints)
+from ..load.discovery import (ORDER_KEYS, CheckpointFile, UnreadFile, choose_order_key, discover_checkpoints,
+                              file_sha256, name_number, order_checkpoints, unread_files)
 from ..load.train_log import FoundTrainLog, find_train_log
 from ..load.training_setup import TrainingSetup, TrainingSetupRead
 from . import distributed
@@ -144,6 +144,7 @@ class Evaluation:
     def batch_counts(self) -> tuple[int, ...]:
         """Counted items per validation batch, in order."""
         return self.batch_sizes.counted
+    unread: list[UnreadFile] = field(default_factory=list)   # model mode: files of the checkpoint folders not read
 
 
 def _progress(total: int, quiet: bool):
@@ -178,7 +179,8 @@ def evaluate_run(config: ReportConfig) -> Evaluation | None:
                              if evaluation.mode == "model" else FoundTrainLog())
     if found.note:
         evaluation.notes.append(found.note)
-    return dataclasses.replace(evaluation, train_log=found.log, train_log_source=found.source)
+    unread = unread_files(config.checkpoints, config.run, _not_checkpoints(config)) if evaluation.mode == "model" else []
+    return dataclasses.replace(evaluation, train_log=found.log, train_log_source=found.source, unread=unread)
 
 
 def _provisional_epoch(source: CheckpointFile, metadata: dict[str, Any]) -> tuple[str, int | None]:
@@ -186,7 +188,7 @@ def _provisional_epoch(source: CheckpointFile, metadata: dict[str, Any]) -> tupl
     for key in ORDER_KEYS:
         if key in metadata:
             return key, int(metadata[key])
-    return "epoch", last_integer(source.path.stem if source.path.is_file() else source.name)
+    return "epoch", name_number(source.name)
 
 
 def _nonfinite_error(exc: NonFiniteOutputsError, source: CheckpointFile, metadata: dict[str, Any],
@@ -523,9 +525,21 @@ def _train_settings_key(settings: str, train_fingerprint: str) -> str:
     return derived_key(settings, "training subset", train_fingerprint)
 
 
-def _checkpoint_sources(config: ReportConfig, data_files: tuple[str, ...] = ()) -> list[CheckpointFile]:
-    exclude = [config.out_dir] + [Path(f) for f in data_files if Path(f).is_file()]
-    return discover_checkpoints(config.checkpoints, config.run, exclude)
+def _not_checkpoints(config: ReportConfig) -> list[Path]:
+    """The run's files postmortem reads as something else (data, training subset, spec, code, options, training log),
+    and its
+    output folder: never taken for checkpoints, nor listed as files not read."""
+    from ..config import CONFIG_FILE_NAME
+    from ..load.spec import DEFAULT_SPEC_FILE
+
+    named = [config.data, config.train_data, config.train_log, config.model, config.forward]
+    files = [Path(value.rsplit(":", 1)[0] if ".py:" in value else value) for value in named if value]
+    return [config.out_dir, config.run / DEFAULT_SPEC_FILE, config.run / CONFIG_FILE_NAME] + \
+        [path for path in files if path.is_file()]
+
+
+def _checkpoint_sources(config: ReportConfig) -> list[CheckpointFile]:
+    return discover_checkpoints(config.checkpoints, config.run, _not_checkpoints(config))
 
 
 class _NotCached(Exception):
@@ -553,7 +567,7 @@ def _evaluation_from_cache(config: ReportConfig) -> Evaluation | None:
         model = source_sha256(config.model, spec_file, "build_model")
         forward = source_sha256(config.forward, spec_file, "forward")
         fingerprints = [recall_data(config.out_dir / "cache", _data_file_key(config, f)) for f in data_files]
-        sources = _checkpoint_sources(config, data_files) if all(fingerprints) else []
+        sources = _checkpoint_sources(config) if all(fingerprints) else []
         hashes = {source.weights: _content_sha256(source) for source in sources}
     except (NeedsImport, InputError, OSError):   # the full evaluation says what is wrong, where something is
         return None
@@ -624,7 +638,7 @@ def _evaluate_checkpoints(config: ReportConfig) -> Evaluation:
     datasets = [read_dataset(config, config.data, spec_file, "validation data", hashed)]
     if train_reference is not None:
         datasets.append(read_dataset(config, train_reference, spec_file, "training subset", hashed))
-    sources = _checkpoint_sources(config, tuple(f for f in (config.data, train_reference) if f))
+    sources = _checkpoint_sources(config)
     settings = _model_settings_key(config, datasets[0].fingerprint, getattr(build_model, "source_sha256", None),
                                    getattr(forward, "source_sha256", None), hashed)
 

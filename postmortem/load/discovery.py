@@ -7,6 +7,7 @@ What is found (see README, "Checkpoint layouts"):
 - folders holding one weights file, e.g. Hugging Face Trainer's checkpoint-N/ (model.safetensors,
   pytorch_model.bin, sharded weights through their *.index.json);
 - what --checkpoints names explicitly (files, folders or globs): files are taken as given.
+Every other file of a searched folder is listed as not read, with what it is (`unread_files`).
 Copies such as timm's last.pth.tar and model_best.pth.tar or torchvision's checkpoint.pth are found too;
 they order after the numbered file of the same epoch and are left out as duplicates once evaluated.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Collection, Mapping, Sequence
 
 from ..errors import CheckpointError, InputError
-from .torch_files import first_line, is_torch_data
+from .torch_files import first_line, is_torch_data, why_not_torch_data
 
 __all__ = [
     "WEIGHT_SUFFIXES",
@@ -29,11 +30,14 @@ __all__ = [
     "SHARD_INDEX_NAMES",
     "ORDER_KEYS",
     "CheckpointFile",
+    "UnreadFile",
     "discover_checkpoints",
+    "unread_files",
     "weights_in_folder",
     "shard_files",
     "file_sha256",
     "last_integer",
+    "name_number",
     "choose_order_key",
     "order_checkpoints",
 ]
@@ -62,10 +66,31 @@ class CheckpointFile:
         return self.path.name
 
 
+@dataclass(frozen=True)
+class UnreadFile:
+    """A file of a searched checkpoint folder that is not read, and what it is (listed in the report)."""
+
+    path: Path
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
 def last_integer(name: str) -> int | None:
     """The last run of digits in a name ('epoch=10-step=500.ckpt' -> 500), or None."""
     numbers = re.findall(r"\d+", name)
     return int(numbers[-1]) if numbers else None
+
+
+def name_number(name: str) -> int | None:
+    """The number a checkpoint's name orders by: the one labelled epoch ('epoch=3-step=150.ckpt' -> 3, as Lightning
+    names them; 'epoch_10.pt' -> 10), else the last integer ('checkpoint-500' -> 500, 'run3_ep7.pt' -> 7); a
+    weights suffix is left out first. None when the name holds no digits."""
+    stem = Path(name).stem if Path(name).suffix in WEIGHT_SUFFIXES else name
+    labelled = re.findall(r"epoch[=_\-]?(\d+)", stem, flags=re.IGNORECASE)
+    return int(labelled[-1]) if labelled else last_integer(stem)
 
 
 def shard_files(index: Path) -> list[Path]:
@@ -142,6 +167,39 @@ def _entries(location: str) -> tuple[list[Path], bool]:
     raise InputError(f"{root}: checkpoint directory not found")
 
 
+def _listings(locations: Sequence[str] | None, run: Path) -> tuple[list[tuple[list[Path], bool]], str]:
+    """What --checkpoints lists (default RUN/checkpoints, else RUN): per value, its paths and whether they were
+    named one by one; and where that is, for messages."""
+    if locations is None:
+        if not run.is_dir():
+            raise InputError(f"{run}: run directory not found")
+        root = run / "checkpoints" if (run / "checkpoints").is_dir() else run
+        return [(sorted(root.iterdir()), False)], str(root)
+    return [_entries(location) for location in locations], ", ".join(locations)
+
+
+def _considered(listed: list[tuple[list[Path], bool]], exclude: Collection[Path]) -> list[tuple[Path, bool]]:
+    """Each listed path once, less the excluded ones and hidden or dunder entries (.git, __pycache__)."""
+    excluded = {p.resolve() for p in exclude}
+    considered, seen = [], set()
+    for entries, as_given in listed:
+        for entry in entries:
+            key = entry.resolve()
+            if key in excluded or key in seen or entry.name.startswith((".", "__")):
+                continue
+            seen.add(key)
+            considered.append((entry, as_given))
+    return considered
+
+
+def _as_checkpoint(entry: Path, as_given: bool) -> CheckpointFile | None:
+    if entry.is_file() and (as_given or _is_checkpoint_file(entry)):
+        return CheckpointFile(entry, entry)
+    if entry.is_dir():
+        return _from_folder_entry(entry)
+    return None
+
+
 def discover_checkpoints(locations: Sequence[str] | None, run: Path,
                          exclude: Collection[Path] = ()) -> list[CheckpointFile]:
     """Checkpoint files and folders at --checkpoints (folders, files or globs), default RUN/checkpoints else RUN.
@@ -151,26 +209,9 @@ def discover_checkpoints(locations: Sequence[str] | None, run: Path,
     named like checkpoint-N (or holding trainer_state.json) without model weights is kept, so that it is
     reported as skipped; other folders without weights (logs, data) are ignored.
     """
-    excluded = {p.resolve() for p in exclude}
-    if locations is None:
-        if not run.is_dir():
-            raise InputError(f"{run}: run directory not found")
-        root = run / "checkpoints" if (run / "checkpoints").is_dir() else run
-        listed, where = [(sorted(root.iterdir()), False)], str(root)
-    else:
-        listed, where = [_entries(location) for location in locations], ", ".join(locations)
-
-    found, seen = [], set()
-    for entries, as_given in listed:
-        for entry in entries:
-            key = entry.resolve()
-            if key in excluded or key in seen or entry.name.startswith((".", "__")):
-                continue
-            seen.add(key)
-            if entry.is_file() and (as_given or _is_checkpoint_file(entry)):
-                found.append(CheckpointFile(entry, entry))
-            elif entry.is_dir() and (folder := _from_folder_entry(entry)) is not None:
-                found.append(folder)
+    listed, where = _listings(locations, run)
+    found = [ckpt for entry, as_given in _considered(listed, exclude)
+             if (ckpt := _as_checkpoint(entry, as_given)) is not None]
     if not found:
         suffixes = " ".join(f"*{s}" for s in WEIGHT_SUFFIXES)
         raise InputError(f"{where}: no checkpoints found (looked for {suffixes}, other files holding torch data "
@@ -178,13 +219,24 @@ def discover_checkpoints(locations: Sequence[str] | None, run: Path,
     return found
 
 
-def _name_number(name: str) -> int | None:
-    return last_integer(Path(name).stem if Path(name).suffix in WEIGHT_SUFFIXES else name)
+def unread_files(locations: Sequence[str] | None, run: Path, exclude: Collection[Path] = ()) -> list[UnreadFile]:
+    """The files of the searched folders that discover_checkpoints does not take, each with what it is (told from
+    its first bytes; nothing is unpickled): a plain pickle named epoch_3.pkl would otherwise leave a silent gap.
+    Sub-folders are not files and are left out, as are files named one by one (those are all read)."""
+    listed, _ = _listings(locations, run)
+    unread = []
+    for entry, as_given in _considered(listed, exclude):
+        if as_given or not entry.is_file() or _as_checkpoint(entry, as_given) is not None:
+            continue
+        reason = ("training state beside the model (optimizer, scheduler, RNG or arguments), not model weights"
+                  if entry.name in NOT_MODEL_WEIGHTS else why_not_torch_data(entry))
+        unread.append(UnreadFile(entry, reason))
+    return unread
 
 
 def choose_order_key(metadata: Sequence[Mapping[str, int]]) -> str:
     """The one order key used for a whole series: the first of epoch, global_step, step that every
-    checkpoint stores, else 'name' (the last integer in the file name).
+    checkpoint stores, else 'name' (the number in the file name, `name_number`).
 
     One key for all keeps the order consistent when only some files store an epoch (Hugging Face
     folders saved mid-epoch have a fractional epoch, so their global_step orders them all).
@@ -196,7 +248,8 @@ def choose_order_key(metadata: Sequence[Mapping[str, int]]) -> str:
 
 
 def order_checkpoints(entries: list[tuple[CheckpointFile, Mapping[str, int]]]) -> list[tuple[CheckpointFile, int]]:
-    """Training order and the epoch to report: stored epoch, else step, else the name's last integer.
+    """Training order and the epoch to report: stored epoch, else step, else the name's number (`name_number`:
+    the integer labelled epoch, else the last one).
 
     The key is chosen once for the whole series (`choose_order_key`); a checkpoint that lacks it uses
     the next key it has. Ties put names with a number before names without (checkpoint-3.pth.tar before
@@ -211,14 +264,14 @@ def order_checkpoints(entries: list[tuple[CheckpointFile, Mapping[str, int]]]) -
         for candidate in fallbacks:
             if candidate in meta:
                 return meta[candidate]
-        return _name_number(name)
+        return name_number(name)
 
     def natural(name: str) -> list:
         return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
     keyed = [(stored(meta, ckpt.name), ckpt) for ckpt, meta in entries]
     numbered = sorted(((v, c) for v, c in keyed if v is not None),
-                      key=lambda pair: (pair[0], _name_number(pair[1].name) is None, natural(pair[1].name)))
+                      key=lambda pair: (pair[0], name_number(pair[1].name) is None, natural(pair[1].name)))
     unnumbered = sorted((c for v, c in keyed if v is None), key=lambda c: natural(c.name))
     start = (numbered[-1][0] + 1) if numbered else 1
     return [(c, v) for v, c in numbered] + [(c, start + i) for i, c in enumerate(unnumbered)]

@@ -11,6 +11,8 @@ Every failure becomes one CheckpointError line naming the file.
 """
 from __future__ import annotations
 
+import io
+import pickletools
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,12 +21,18 @@ from typing import Any
 from ..errors import CheckpointError, UnsafeCheckpointError
 
 __all__ = ["ZIP_MAGIC", "LEGACY_TORCH_MAGIC", "first_line", "is_torch_data", "is_torchscript", "load_torch_file",
-           "load_torch_data", "read_safetensors_file"]
+           "load_torch_data", "read_safetensors_file", "why_not_torch_data"]
 
 ZIP_MAGIC = b"PK\x03\x04"
 # Legacy (non-zip) torch.save files open with the pickled magic number 0x1950a86a20f9469cfc6c (protocol 2, LONG1).
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 PICKLE_PROTOCOL_BYTE = 0x80
+# The number legacy (non-zip) torch.save pickles first, whatever the pickle protocol.
+TORCH_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+NUMPY_MAGIC = b"\x93NUMPY"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+PLAIN_PICKLE = ("a plain pickle (pickle.dump, not torch.save): not read, since unpickling it could run code; "
+                "save it with torch.save")
 TRUST_HINT = ("If you made this file yourself, pass --trust-checkpoints (or trust-checkpoints = true in "
               "postmortem.toml) to unpickle it with its code")
 
@@ -34,7 +42,7 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _head(path: Path, n: int = 16) -> bytes:
+def _head(path: Path, n: int = 64) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(n)
 
@@ -56,6 +64,30 @@ def is_torchscript(path: Path) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in _zip_names(path))
 
 
+def _opening_opcodes(head: bytes) -> list[tuple[str, object]]:
+    """The opcodes (name, argument) a pickle's opening bytes decode to, by pickletools' scanner, which decodes
+    and never builds or calls anything; it stops where the bytes end or stop being a pickle."""
+    decoded = []
+    try:
+        for opcode, argument, _ in pickletools.genops(io.BytesIO(head)):
+            decoded.append((opcode.name, argument))
+    except ValueError:   # cut off here, or not a pickle from here on
+        pass
+    return decoded
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    """A protocol-2+ pickle: the PROTO opcode and at least one more decode (b'\\x80\\x02garbage' does not)."""
+    return head[:1] == bytes([PICKLE_PROTOCOL_BYTE]) and len(_opening_opcodes(head)) >= 2
+
+
+def _is_legacy_torch_pickle(head: bytes) -> bool:
+    """A legacy torch.save file: a pickle whose first value is torch's magic number (any protocol)."""
+    values = [argument for name, argument in _opening_opcodes(head) if name not in ("PROTO", "FRAME")]
+    return head.startswith(LEGACY_TORCH_MAGIC) or (
+        head[:1] == bytes([PICKLE_PROTOCOL_BYTE]) and values[:1] == [TORCH_MAGIC_NUMBER])
+
+
 def is_torch_data(path: Path) -> bool:
     """Whether a file's content is torch data (torch.save zip or legacy pickle, TorchScript, safetensors),
     told from its first bytes and, for a zip, its member names; unreadable files are not."""
@@ -65,7 +97,40 @@ def is_torch_data(path: Path) -> bool:
         return False
     if head.startswith(ZIP_MAGIC):
         return any(n.endswith("/data.pkl") for n in _zip_names(path))
-    return head.startswith(LEGACY_TORCH_MAGIC) or _is_safetensors_bytes(head, size)
+    return _is_legacy_torch_pickle(head) or _is_safetensors_bytes(head, size)
+
+
+def why_not_torch_data(path: Path) -> str:
+    """What a file that is not torch data is, told from its first bytes only (nothing is unpickled): the reason a
+    checkpoint folder's file is not read, for the report's list of files not read."""
+    try:
+        head = _head(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not head:
+        return "empty (0 bytes)"
+    if head.startswith(NUMPY_MAGIC) or (head.startswith(ZIP_MAGIC) and path.suffix == ".npz"):
+        return "numpy arrays, not a checkpoint (saved per-epoch outputs are read with --predictions DIR)"
+    if head.startswith(ZIP_MAGIC):
+        return "a zip archive holding no torch data"
+    if head.startswith(HDF5_MAGIC):
+        return "an HDF5 file (Keras, h5py), not a torch checkpoint"
+    if _looks_like_pickle(head):
+        return PLAIN_PICKLE
+    if b"\0" not in head and _is_text(head):
+        return "a text file, not a checkpoint"
+    return f"an unknown format (it starts with {head[:8]!r})"
+
+
+def _is_text(head: bytes) -> bool:
+    """UTF-8 text, allowing a character cut off at the end of the bytes read."""
+    for cut in range(4):
+        try:
+            head[:len(head) - cut].decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
 
 
 def _check_container(path: Path, what: str) -> bool:
@@ -82,6 +147,8 @@ def _check_container(path: Path, what: str) -> bool:
                                   f"is incomplete ({first_line(exc)})") from exc
     if _is_safetensors_bytes(head, path.stat().st_size):
         return True
+    if _looks_like_pickle(head) and not _is_legacy_torch_pickle(head):
+        raise CheckpointError(f"{path}: {PLAIN_PICKLE}")
     if head[0] != PICKLE_PROTOCOL_BYTE:
         raise CheckpointError(f"{path}: not a {what}: not a zip archive (torch.save), a pickle (legacy "
                               f"torch.save) or a safetensors file (it starts with {head[:8]!r})")

@@ -187,6 +187,7 @@ def summary_context(inputs: RenderInput) -> dict[str, Any]:
         "key_epochs": [{**rows[i], "note": note} for i, note in _key_epochs(analysis).items()],
         "skipped": list(inputs.skipped),
         "training_setup_line": training_setup_line(analysis, inputs.lr_events, _setup_source(inputs)),
+        "unread": [{"name": u.name, "reason": u.reason} for u in inputs.unread],
     }
 
 

@@ -1,4 +1,4 @@
-"""The one input every renderer reads (figures, HTML, PDF, markdown), built once in report.py.
+"""The one input every renderer reads (figures, HTML, PDF, markdown), built once in pipeline.py.
 
 Why one object: the renderers used to take the evaluation, the analysis and a dozen loose arguments each;
 this names what a report is drawn from, so HTML, PDF and markdown cannot disagree about it.
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..analyze.schedule import LrEvent
     from ..diagnose import Comparison, Finding, Verdict
     from ..evaluate.runner import NonFiniteEpoch, Skipped
+    from ..load.discovery import UnreadFile
 
 __all__ = ["CheckpointRow", "TrainLogComparison", "RenderInput"]
 
@@ -65,3 +66,4 @@ class RenderInput:
     train_log: TrainLogComparison | None
     lr_events: "tuple[LrEvent, ...]" = ()           # diagnosis.lr_events: shaded on the loss curve, listed in the
                                                    # training setup
+    unread: "tuple[UnreadFile, ...]" = ()         # files of the checkpoint folders not read, and what each is

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -168,9 +168,10 @@ def _train_mode(analysis, modes) -> dict[str, Any] | None:
             "recalibration_share": None if modes.recalibration_share is None else _interval(modes.recalibration_share)}
 
 
-def metrics_document(analysis, diagnosis, skipped: list, max_listed: int) -> dict[str, Any]:
+def metrics_document(analysis, diagnosis, skipped: list, max_listed: int, unread: Sequence = ()) -> dict[str, Any]:
     """The metrics.json content: per-epoch metrics, best epoch, findings, skipped checkpoints, the verdict, and the
-    analyses behind it; `max_listed` bounds the training subset's listed memorised items."""
+    analyses behind it; `max_listed` bounds the training subset's listed memorised items; `unread` (files of the
+    checkpoint folders not read) as 'not_read' when there are any."""
     columns = analysis.epoch_columns()
     previous = [None] + list(analysis.step_decompositions)
     epochs = []
@@ -209,6 +210,7 @@ def metrics_document(analysis, diagnosis, skipped: list, max_listed: int) -> dic
         "findings": [finding_to_json(f) for f in diagnosis.findings],
         "skipped": [{"checkpoint": s.checkpoint, "error": s.error, **({"epoch": s.epoch} if s.epoch is not None else {})}
                     for s in skipped],
+        **({"not_read": [{"file": u.name, "reason": u.reason} for u in unread]} if unread else {}),
         "verdict": verdict_to_json(diagnosis.verdict),
         "decomposition": _decomposition(analysis.decomposition, analysis.epochs, analysis.classes),
         "bootstrap": {"from_epoch": int(analysis.epochs[ledger.from_index].epoch),

@@ -241,11 +241,11 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
         checkpoints=tuple(CheckpointRow(e.checkpoint, e.epoch, e.sha256[:16], e.output_kind) for e in evaluation.epochs),
         provenance=tuple(_provenance(config, evaluation, argv)), skipped=tuple(evaluation.skipped),
         nonfinite=tuple(evaluation.nonfinite), notes=tuple(evaluation.notes), train_log=train_log,
-        lr_events=diagnosis.lr_events)
+        lr_events=diagnosis.lr_events, unread=tuple(evaluation.unread))
     announce("drawing figures")
     figures = render_figures(analysis, inputs.colours, classes, train_log, diagnosis.lr_events)
     clock.lap("figures")
-    document = metrics_document(analysis, diagnosis, evaluation.skipped, thresholds.max_listed_items)
+    document = metrics_document(analysis, diagnosis, evaluation.skipped, thresholds.max_listed_items, evaluation.unread)
     files = {"metrics.json": metrics_bytes(document),
              "report.html": render_html(inputs, figures, for_print=False).encode(),
              "report.md": render_markdown(inputs).encode()}
