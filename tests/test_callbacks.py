@@ -30,9 +30,10 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _without_names(value):
-    """metrics.json less the file names (checkpoints and predictions files are named differently)."""
+    """metrics.json less the file names (checkpoints and predictions files are named differently) and the training
+    setup, which a predictions file records in fewer fields than a checkpoint (its learning rates are compared apart)."""
     if isinstance(value, dict):
-        return {k: _without_names(v) for k, v in value.items() if k not in ("checkpoint", "skipped")}
+        return {k: _without_names(v) for k, v in value.items() if k not in ("checkpoint", "skipped", "training_setup")}
     if isinstance(value, list):
         return [_without_names(v) for v in value]
     return value
@@ -54,7 +55,17 @@ def _same_report(run: Path, predictions: Path, capsys, *model_options: str, both
     """The two reports of `_reports`, which must be equal."""
     from_checkpoints, from_files = _reports(run, predictions, capsys, *model_options, both=both)
     assert _without_names(from_files) == _without_names(from_checkpoints)
+    for file_epoch, checkpoint_epoch in zip(from_files["epochs"], from_checkpoints["epochs"]):
+        if _learning_rates(checkpoint_epoch) is not None:    # a checkpoint without optimizer state says nothing
+            assert _learning_rates(file_epoch) == _learning_rates(checkpoint_epoch)
     return from_files
+
+
+def _learning_rates(epoch: dict) -> list | None:
+    setup = epoch.get("training_setup")
+    if setup is None or setup.get("optimizer") is None:
+        return None
+    return [group["lr"] for group in setup["optimizer"]["param_groups"]]
 
 
 # ----------------------------------------------------------------------------- PyTorch Lightning
@@ -289,9 +300,14 @@ def test_hugging_face_token_labels_of_different_lengths_are_padded_with_a_mask(t
     for metrics in (from_checkpoints, from_files):
         assert [f["id"] for f in metrics["findings"]] == ["logged_loss_mismatch"]
         assert metrics["verdict"]["contributing_causes"] == ["logging_mismatch"]
-    assert "It matches the mean of per-batch mean losses" in from_checkpoints["findings"][0]["summary"]
-    numbers = {k: v for k, v in _without_names(from_checkpoints).items() if k not in ("findings", "verdict")}
-    assert {k: v for k, v in _without_names(from_files).items() if k not in ("findings", "verdict")} == numbers
+    # every batch holds 4 sequences here, so weighting batch means by rows and averaging them agree: both are named
+    summary = from_checkpoints["findings"][0]["summary"]
+    assert "sum_b r_b*L_b / sum_b r_b, which reproduces the log" in summary and "mean_of_batch_means" in summary
+    # (the checkpoints' report also runs the model in train mode to test the log against it; predictions cannot)
+    numbers = {k: v for k, v in _without_names(from_checkpoints).items() if k not in ("findings", "verdict", "train_mode")}
+    assert {k: v for k, v in _without_names(from_files).items()
+            if k not in ("findings", "verdict", "train_mode")} == numbers
+    assert from_files["train_mode"] is None and from_checkpoints["train_mode"]["epochs"][0]["layers"] == "5 Dropout (p 0.1)"
     assert from_files["epochs"][0]["n_samples"] == sum(lengths)
 
 

@@ -33,11 +33,12 @@ def _timm_import_problem() -> str | None:
 
 
 def _without_names(value):
-    """metrics.json with the checkpoint file names taken out (the two runs name their files differently), and the
-    training setup (the bare twin saves no optimizer state: tests/test_load_training_setup.py reads it)."""
+    """metrics.json with the checkpoint file names taken out (the two runs name their files differently), the files
+    not read (the tools write logs beside their checkpoints, the twin does not) and the training setup (the bare twin
+    saves no optimizer state: tests/test_load_training_setup.py reads it)."""
     if isinstance(value, dict):
         return {k: _without_names(v) for k, v in value.items()
-                if k not in ("checkpoint", "skipped", "training_setup", "lr_events")}
+                if k not in ("checkpoint", "skipped", "training_setup", "lr_events", "not_read")}
     if isinstance(value, list):
         return [_without_names(v) for v in value]
     return value
