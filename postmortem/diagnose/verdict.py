@@ -213,6 +213,10 @@ def _step(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, ids: tuple[s
             return (f"Relabel or drop the training items of {names[x]} labelled {names[y]}; the training subset's "
                     f"candidates: {ids_text(ids, len(placed))}; until then pick by macro F1 "
                     f"({epoch_picked_by(analysis, 'highest macro F1')}).")
+        if a.reading is PairReading.NEITHER:
+            return (f"Look at the features that separate {names[x]} from {names[y]} (the training subset shows "
+                    f"neither noisy labels nor {names[x]}'s training signal weakening); until then pick by macro F1 "
+                    f"({epoch_picked_by(analysis, 'highest macro F1')}).")
         return (f"Check the TRAINING labels of {names[x]} and {names[y]} (items of {names[x]} labelled {names[y]}) "
                 f"and the features that separate the two; until then pick by macro F1 "
                 f"({epoch_picked_by(analysis, 'highest macro F1')}).")
