@@ -8,8 +8,9 @@ dialogue_gru  the motivating case: a GRU over "dialogues" (sequences of utteranc
               log_softmax outputs, the user's loss
               NLLLoss(weight=w, reduction='sum')(log_softmax * mask, y) / sum(w[y] * mask),
               Adam with weight decay (saved in each checkpoint's optimizer_state_dict), 8% of
-              training labels flipped. Validation loss falls for a few
-              epochs, then rises while accuracy holds.
+              training labels flipped; the training dialogues are saved as the run's training subset
+              (train_data() in its spec). Validation loss falls for a few epochs, then rises while
+              accuracy holds.
 digits_mlp    a plain MLP on digit images with raw logits and bare state_dicts, trained on 150 images
               without weight decay: the same phenomenon in its simplest form.
 """
@@ -58,6 +59,12 @@ def build_model():
 def val_data():
     """Batches of 16 dialogues: 'utterances' (B, T, 64), 'emotions' (B, T), 'mask' (B, T), 'ids' (B,)."""
     return torch.load(Path(__file__).with_name("val_dialogues.pt"), weights_only=True)
+
+
+def train_data():
+    """The training dialogues with the labels the model trained on (8% of them flipped), ids from 1000 on: the
+    training subset (--train-data), scored by every checkpoint as the validation set is."""
+    return torch.load(Path(__file__).with_name("train_dialogues.pt"), weights_only=True)
 
 
 def forward(model, batch):
@@ -125,6 +132,9 @@ def build_dialogue_run() -> None:
     val_batches = [{"utterances": val[0][i:i + 16], "emotions": val[1][i:i + 16], "mask": val[2][i:i + 16],
                     "ids": torch.arange(i, min(i + 16, len(val[0])))} for i in range(0, len(val[0]), 16)]
     torch.save(val_batches, run / "val_dialogues.pt")
+    train_batches = [{"utterances": train[0][i:i + 16], "emotions": train[1][i:i + 16], "mask": train[2][i:i + 16],
+                      "ids": 1000 + torch.arange(i, min(i + 16, len(train[0])))} for i in range(0, len(train[0]), 16)]
+    torch.save(train_batches, run / "train_dialogues.pt")
 
     torch.manual_seed(0)
     model = namespace["build_model"]()

@@ -262,9 +262,11 @@ def test_every_kind_fires_somewhere(overconfident, degrading, label_noise):
             small_noisy_rise()]
     fired = {f.id for run in runs for f in run.findings}
     # logged_loss_mismatch reads a training log: tests/test_report_train_log.py covers it; the training-side
-    # findings read a training subset or train-mode passes: tests/test_diagnose_training.py covers them
+    # findings read a training subset or train-mode passes: tests/test_diagnose_training.py covers them; the
+    # rise after an LR event reads the checkpoints' training setup: tests/test_diagnose_lr_events.py
     training_side = {FindingKind.CLASS_UNDERREPRESENTED, FindingKind.MEMORISED_TRAINING_LABELS,
-                     FindingKind.TRAIN_VALIDATION_LEAKAGE, FindingKind.BATCHNORM_STATISTICS}
+                     FindingKind.TRAIN_VALIDATION_LEAKAGE, FindingKind.BATCHNORM_STATISTICS,
+                     FindingKind.RISE_AFTER_LR_EVENT}
     assert fired == {kind.value for kind in FindingKind} - {FindingKind.LOGGED_LOSS_MISMATCH.value} \
         - {kind.value for kind in training_side}
     assert {rule.__name__ for rule in rules.RULES} == fired | {kind.value for kind in training_side}
@@ -285,7 +287,8 @@ def test_verdict_json_has_the_contract_shape(overconfident, label_noise):
     for diagnosis in (overconfident, label_noise[0], small_noisy_rise(), falling()):
         document = json.loads(json.dumps(verdict_to_json(diagnosis.verdict), allow_nan=False))
         assert set(document) == {"status", "primary_cause", "contributing_causes", "classes", "item_ids",
-                                 "cause_shares", "sentences"}
+                                 "cause_shares", "training_events", "sentences"}
+        assert document["training_events"] == []          # these runs record no learning rate
         assert document["status"] in {"rise", "no_rise", "unresolved"}
         assert set(document["sentences"]) == {"what_happened", "model_or_else", "what_to_try"}
         for share in document["cause_shares"].values():

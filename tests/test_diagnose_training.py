@@ -128,6 +128,8 @@ def test_a_subset_that_shows_neither_keeps_a_learned_confusion_of_the_features()
     confusion = next(a for a in v.assessments if a.cause is Cause.LEARNED_CONFUSION)
     assert v.primary_cause is Cause.LEARNED_CONFUSION and confusion.reading is PairReading.NEITHER
     assert "neither" in v.sentences.model_or_else
+    assert v.sentences.what_to_try.startswith("Look at the features that separate c0 from c1")
+    assert "TRAINING labels" not in v.sentences.what_to_try           # the subset showed them clean
 
 
 def test_the_gap_interval_is_the_difference_of_independent_resamples():

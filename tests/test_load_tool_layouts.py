@@ -32,15 +32,22 @@ def _timm_import_problem() -> str | None:
     return None
 
 
+SETUP_WORDED = ("summary", "next_steps", "sentences")     # texts that word the training setup (weight decay, LR events)
+
+
 def _without_names(value):
     """metrics.json with the checkpoint file names taken out (the two runs name their files differently), the files
-    not read (the tools write logs beside their checkpoints, the twin does not) and the training setup (the bare twin
-    saves no optimizer state: tests/test_load_training_setup.py reads it)."""
+    not read (the tools write logs beside their checkpoints, the twin does not) and the training setup with what it
+    alone decides: the LR events the rise is tied to and the texts that name the optimizer (the bare twin saves no
+    optimizer state: tests/test_load_training_setup.py reads it, tests/test_diagnose_lr_events.py words it). Every
+    number, class, id and cause stays compared."""
     if isinstance(value, dict):
         return {k: _without_names(v) for k, v in value.items()
-                if k not in ("checkpoint", "skipped", "training_setup", "lr_events", "not_read")}
+                if k not in ("checkpoint", "skipped", "training_setup", "lr_events", "not_read", "training_events")
+                + SETUP_WORDED}
     if isinstance(value, list):
-        return [_without_names(v) for v in value]
+        return [_without_names(v) for v in value
+                if not (isinstance(v, dict) and v.get("id") == "rise_after_lr_event")]
     return value
 
 

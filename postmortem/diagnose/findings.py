@@ -48,6 +48,8 @@ class FindingKind(str, enum.Enum):
     """One or a few classes carry most of the loss rise, far beyond their share of the items."""
     LOGIT_GROWTH = "logit_growth"
     """Median logit norm and absolute margin grew over the rise while predictions flipped less."""
+    RISE_AFTER_LR_EVENT = "rise_after_lr_event"
+    """The rise begins within a few checkpoints after a learning-rate drop, restart or warm-up."""
     NOISE = "noise"
     """The loss rose but its interval includes 0: not resolved with this many items."""
     LOGGED_LOSS_MISMATCH = "logged_loss_mismatch"

@@ -21,6 +21,8 @@ from .causes import Cause, CauseAssessment, PairReading, assess_causes, train_mo
 from .comparison import Comparison, Status, compare
 from .config import DiagnosisConfig
 from .findings import FigureAnchor, Finding, FindingKind, Severity
+from .training_events import TrainingEvent, tie_to_lr_events, training_event_step, training_event_text, \
+    weight_decay_advice
 from .verdict import Verdict, decide
 from .wording import IDS_IN_TEXT, ci_text, epoch_picked_by, ids_text, listed_text, share_text
 
@@ -35,6 +37,7 @@ class Case:
     comparison: Comparison
     causes: dict[Cause, CauseAssessment]
     config: DiagnosisConfig
+    training_events: tuple[TrainingEvent, ...] = ()    # LR events the rise begins right after
 
     @property
     def rise(self) -> bool:
@@ -54,6 +57,11 @@ class Case:
 
     def ids(self, indices) -> tuple[str, ...]:
         return tuple(str(self.analysis.ids[i]) for i in list(indices)[:self.config.max_listed_items])
+
+    @property
+    def weight_decay_advice(self) -> str:
+        """How to regularise with the optimizer the later compared checkpoint records (or that it records none)."""
+        return weight_decay_advice(self.analysis.training_setups[self.comparison.to_index])
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,8 @@ def overconfidence(case: Case) -> Finding | None:
                     f"{last.scaled_loss:.4f} with accuracy unchanged.",
                     f"Or select the checkpoint by the loss after scaling "
                     f"({case.pick('lowest loss after temperature scaling')}).",
-                    "To train better-calibrated models: label smoothing (e.g. 0.1) or focal loss; raise weight decay."),
+                    f"To train better-calibrated models: label smoothing (e.g. 0.1) or focal loss; weight decay: "
+                    f"{case.weight_decay_advice}."),
         figure=FigureAnchor.CALIBRATION,
     )
 
@@ -167,8 +176,8 @@ def genuine_degradation(case: Case) -> Finding | None:
         thresholds={"scaled_loss_change_ci_low": 0.0, "macro_f1_change_ci_high": 0.0},
         next_steps=(f"This is real overfitting: stop earlier ({case.pick('lowest loss after temperature scaling')} "
                     f"has the lowest loss after scaling, {case.pick('highest macro F1')} the best macro F1).",
-                    "Regularise: raise weight decay or dropout, add data augmentation or more data; "
-                    "lower the learning rate or shorten the schedule."),
+                    f"Regularise: weight decay ({case.weight_decay_advice}); dropout, data augmentation or more "
+                    "data; lower the learning rate or shorten the schedule."),
         figure=FigureAnchor.CALIBRATION,
     )
 
@@ -606,9 +615,32 @@ def logit_growth(case: Case) -> Finding | None:
                  f"changing the argmax."),
         evidence=evidence,
         thresholds=thresholds,
-        next_steps=("Cap logit growth: raise weight decay, or use LogitNorm or label smoothing.",
+        next_steps=(f"Cap logit growth: weight decay ({case.weight_decay_advice}), or LogitNorm or label smoothing.",
                     f"Lower the learning rate late in training, or stop near epoch {first.epoch}."),
         figure=FigureAnchor.LOGITS,
+    )
+
+
+def rise_after_lr_event(case: Case) -> Finding | None:
+    """The rise begins within lr_event_window checkpoints after a learning-rate drop, restart or warm-up
+    (diagnose.training_events): a coincidence in time the training setup shows."""
+    if not case.training_events:
+        return None
+    config, best = case.config, case.epoch(case.comparison.from_index)
+    tie = max(case.training_events, key=lambda t: abs(t.event.relative_change))
+    e = tie.event
+    return Finding(
+        id=FindingKind.RISE_AFTER_LR_EVENT.value,
+        severity=Severity.MEDIUM,
+        score=abs(e.relative_change),
+        title=f"The rise begins right after an LR {e.kind.value} (epoch {e.from_epoch} → {e.to_epoch})",
+        summary=" ".join(training_event_text(t, config.lr_event_window) for t in case.training_events),
+        evidence={"relative_lr_change": abs(e.relative_change), "checkpoints_to_rise": tie.checkpoints_to_rise,
+                  "lr_before": e.lr_before[0], "lr_after": e.lr_after[0],    # an event has a group with both
+                  "rise_onset_epoch": tie.rise_onset_epoch},
+        thresholds={"relative_lr_change": config.min_lr_change, "checkpoints_to_rise": config.lr_event_window},
+        next_steps=tuple(dict.fromkeys(training_event_step(t, best) for t in case.training_events)),
+        figure=FigureAnchor.CURVES,
     )
 
 
@@ -707,7 +739,7 @@ def logged_loss_mismatch(case: Case, reconciliation) -> Finding | None:
 RULES = (nll_overfit_accuracy_holds, overconfidence, genuine_degradation, class_weight_amplification, class_collapse,
          learned_confusion, class_underrepresented, validation_label_errors, persistent_errors,
          memorised_training_labels, train_validation_leakage, batchnorm_statistics, confident_errors_dominate,
-         class_concentration, logit_growth, noise)
+         class_concentration, logit_growth, rise_after_lr_event, noise)
 SEVERITY_ORDER = {Severity.HIGH: 0, Severity.MEDIUM: 1, Severity.LOW: 2}
 
 
@@ -718,10 +750,11 @@ def diagnose(analysis: RunAnalysis, config: DiagnosisConfig = DiagnosisConfig(),
     (analyze.modes.ModeAnalysis) train mode with eval mode at the compared epochs."""
     comparison = compare(analysis, config, from_index, to_index, modes)
     assessments = assess_causes(analysis, comparison, config, reconciliation)
-    case = Case(analysis, comparison, {a.cause: a for a in assessments}, config)
+    events = lr_events(analysis.learning_rates, config.min_lr_change)
+    ties = tie_to_lr_events(comparison, events, [e.epoch for e in analysis.epochs], config.lr_event_window)
+    case = Case(analysis, comparison, {a.cause: a for a in assessments}, config, ties)
     found = [f for rule in RULES if (f := rule(case)) is not None]
     if (mismatch := logged_loss_mismatch(case, reconciliation)) is not None:
         found.append(mismatch)
     findings = tuple(sorted(found, key=lambda f: (SEVERITY_ORDER[f.severity], -f.score)))
-    return Diagnosis(comparison, findings, decide(analysis, comparison, assessments, config),
-                     lr_events(analysis.learning_rates, config.min_lr_change))
+    return Diagnosis(comparison, findings, decide(analysis, comparison, assessments, config, ties), events)

@@ -15,6 +15,8 @@ from .causes import LEADING_CAUSES, Cause, CauseAssessment
 from .comparison import Comparison, Status
 from .config import DiagnosisConfig
 from .causes import PairReading
+from .training_events import (TrainingEvent, training_event_step, training_event_text, training_event_to_json,
+                              weight_decay_advice)
 from .wording import IDS_IN_TEXT, ci_text, epoch_picked_by, gap_text, ids_text, listed_text, share_text
 
 __all__ = ["Verdict", "VerdictSentences", "decide", "verdict_to_json"]
@@ -34,7 +36,8 @@ class VerdictSentences:
 @dataclass(frozen=True)
 class Verdict:
     """What the comparison shows: status, primary and contributing causes (counted ones only), the classes and
-    item ids the primary cause names, every assessed cause's share of the rise, and the three sentences."""
+    item ids the primary cause names, every assessed cause's share of the rise, the three sentences, and the LR
+    events the rise begins right after (a coincidence in time, told beside the causes, not one of them)."""
 
     status: Status
     primary_cause: Cause | None
@@ -44,6 +47,7 @@ class Verdict:
     cause_shares: dict[Cause, Interval]
     sentences: VerdictSentences
     assessments: tuple[CauseAssessment, ...]
+    training_events: tuple[TrainingEvent, ...] = ()     # LR events the rise begins right after
 
 
 def _rank(assessments: tuple[CauseAssessment, ...]) -> list[CauseAssessment]:
@@ -180,15 +184,17 @@ def _model_or_else(ranked: list[CauseAssessment], assessments, analysis: RunAnal
 
 def _step(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, ids: tuple[str, ...]) -> str:
     names, last = analysis.classes, analysis.epochs[c.to_index]
+    setup = analysis.training_setups[c.to_index]
     if a.cause is Cause.CALIBRATION:
         return (f"Temperature-scale the checkpoint you deploy (T ≈ {last.temperature:.2f} at epoch {last.epoch}, "
                 f"fitted on held-out data: its loss goes {last.metrics.loss:.4f} → about {last.scaled_loss:.4f}, "
                 f"decisions unchanged), or pick the checkpoint by the loss after scaling "
-                f"({epoch_picked_by(analysis, 'lowest loss after temperature scaling')}).")
+                f"({epoch_picked_by(analysis, 'lowest loss after temperature scaling')}); to train it better "
+                f"calibrated, label smoothing, or weight decay: {weight_decay_advice(setup)}.")
     if a.cause is Cause.GENUINE_DEGRADATION:
         return (f"Stop earlier ({epoch_picked_by(analysis, 'lowest loss after temperature scaling')} has the lowest loss after "
-                f"scaling, {epoch_picked_by(analysis, 'highest macro F1')} the best macro F1) and regularise: weight decay, "
-                "dropout, augmentation or more data; lower the learning rate late.")
+                f"scaling, {epoch_picked_by(analysis, 'highest macro F1')} the best macro F1) and regularise: weight decay "
+                f"({weight_decay_advice(setup)}), dropout, augmentation or more data; lower the learning rate late.")
     if a.cause is Cause.CLASS_COLLAPSE:
         k = a.classes[0]
         return (f"Pick the checkpoint by macro F1 ({epoch_picked_by(analysis, 'highest macro F1')}) or by {names[k]}'s recall "
@@ -206,6 +212,10 @@ def _step(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, ids: tuple[s
             ids = tuple(str(analysis.training.ids[i]) for i in placed[:IDS_IN_TEXT])
             return (f"Relabel or drop the training items of {names[x]} labelled {names[y]}; the training subset's "
                     f"candidates: {ids_text(ids, len(placed))}; until then pick by macro F1 "
+                    f"({epoch_picked_by(analysis, 'highest macro F1')}).")
+        if a.reading is PairReading.NEITHER:
+            return (f"Look at the features that separate {names[x]} from {names[y]} (the training subset shows "
+                    f"neither noisy labels nor {names[x]}'s training signal weakening); until then pick by macro F1 "
                     f"({epoch_picked_by(analysis, 'highest macro F1')}).")
         return (f"Check the TRAINING labels of {names[x]} and {names[y]} (items of {names[x]} labelled {names[y]}) "
                 f"and the features that separate the two; until then pick by macro F1 "
@@ -227,27 +237,32 @@ def _step(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, ids: tuple[s
             "the run by the recomputed curve meanwhile.")
 
 
-def _what_to_try(ranked: list[CauseAssessment], analysis: RunAnalysis, c: Comparison, ids: tuple[str, ...]) -> str:
+def _what_to_try(ranked: list[CauseAssessment], analysis: RunAnalysis, c: Comparison, ids: tuple[str, ...],
+                 training_events: tuple[TrainingEvent, ...]) -> str:
     if c.status is Status.UNRESOLVED:
         return ("Don't act on this difference yet: enlarge the validation set (see above how much) or compare "
                 "several seeds, then look again; meanwhile keep the checkpoint with the lowest validation loss "
                 f"({epoch_picked_by(analysis, 'lowest loss')}).")
     if c.status is Status.NO_RISE and not ranked:
         return f"Nothing to fix here: keep the checkpoint with the lowest validation loss ({epoch_picked_by(analysis, 'lowest loss')})."
-    return " ".join(_step(a, analysis, c, ids) for a in ranked[:MAX_STEPS])
+    steps = [_step(a, analysis, c, ids) for a in ranked[:MAX_STEPS]]
+    steps += dict.fromkeys(training_event_step(t, c.from_epoch) for t in training_events)
+    return " ".join(steps)
 
 
 def decide(analysis: RunAnalysis, comparison: Comparison, assessments: tuple[CauseAssessment, ...],
-           config: DiagnosisConfig) -> Verdict:
-    """The verdict of one comparison from its cause assessments."""
+           config: DiagnosisConfig, training_events: tuple[TrainingEvent, ...] = ()) -> Verdict:
+    """The verdict of one comparison from its cause assessments, and the LR events the rise begins right after
+    (diagnose.training_events.tie_to_lr_events)."""
     rise = comparison.status is Status.RISE
     ranked = _rank(assessments) if rise else [a for a in assessments if a.counted]
     primary = ranked[0] if rise and ranked and ranked[0].share is not None else None
     contributing = [a for a in ranked if a is not primary]
     ids = tuple(str(analysis.ids[i]) for i in primary.item_indices[:config.max_listed_items]) if primary else ()
-    sentences = VerdictSentences(_what_happened(analysis, comparison),
-                                 _model_or_else(ranked, assessments, analysis, comparison),
-                                 _what_to_try(ranked, analysis, comparison, ids))
+    happened = " ".join([_what_happened(analysis, comparison)]
+                        + [training_event_text(t, config.lr_event_window) for t in training_events])
+    sentences = VerdictSentences(happened, _model_or_else(ranked, assessments, analysis, comparison),
+                                 _what_to_try(ranked, analysis, comparison, ids, training_events))
     return Verdict(
         status=comparison.status,
         primary_cause=primary.cause if primary else None,
@@ -257,6 +272,7 @@ def decide(analysis: RunAnalysis, comparison: Comparison, assessments: tuple[Cau
         cause_shares={a.cause: a.share for a in assessments if a.share is not None},
         sentences=sentences,
         assessments=assessments,
+        training_events=training_events,
     )
 
 
@@ -272,6 +288,7 @@ def verdict_to_json(verdict: Verdict) -> dict[str, Any]:
         "cause_shares": {c.value: {"estimate": i.estimate, "low": i.low, "high": i.high}
                          for c, i in verdict.cause_shares.items()
                          if all(np.isfinite(v) for v in (i.estimate, i.low, i.high))},
+        "training_events": [training_event_to_json(t) for t in verdict.training_events],
         "sentences": {"what_happened": verdict.sentences.what_happened,
                       "model_or_else": verdict.sentences.model_or_else,
                       "what_to_try": verdict.sentences.what_to_try},
