@@ -13,7 +13,7 @@ import difflib
 import html
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +35,8 @@ class Report:
 
     out_dir: Path
     files: tuple[Path, ...]
-    metrics: dict[str, Any]
-    html: str
+    metrics: dict[str, Any] = field(repr=False)   # megabytes, for a large run: not in the repr
+    html: str = field(repr=False)
 
     @property
     def verdict(self) -> dict[str, Any]:

@@ -67,6 +67,7 @@ def test_report_writes_the_report_and_reads_it_back(result, sample_run):
     assert result.metrics == on_disk
     assert result.verdict == on_disk["verdict"]
     assert result.verdict["primary_cause"] == "calibration"          # the sample's verdict (README)
+    assert len(repr(result)) < 1000                                   # the HTML and metrics stay out of it
 
 
 def test_repr_html_holds_report_html_exactly_and_fetches_nothing(result, sample_run):
@@ -105,7 +106,9 @@ def test_epochs_are_metrics_json_numbers_one_row_per_epoch(result):
     assert table["loss_change"].iloc[1:].tolist() == pytest.approx(table["loss"].diff().iloc[1:].tolist(), abs=1e-12)
 
 
-def test_options_win_over_the_file_and_the_pdf_is_written_when_asked(sample_run, tmp_path):
+def test_options_win_over_the_file_and_the_pdf_is_written_when_asked(result, sample_run, tmp_path):
+    # The first report's evaluation cache (OUT/cache) goes along: only the PDF is new work here.
+    shutil.copytree(result.out_dir / "cache", tmp_path / "out" / "cache")
     result = postmortem.report(sample_run, out=tmp_path / "out", no_pdf=False, title="notebook run", quiet=True)
     assert {p.name for p in result.files} == {"metrics.json", "report.html", "report.md", "report.pdf"}
     assert (tmp_path / "out" / "report.pdf").read_bytes().startswith(b"%PDF-")
