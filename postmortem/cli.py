@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import WEIGHT_CHOICES
+from .config import TRACKER_CHOICES, WEIGHT_CHOICES
 from .errors import InputError, PostmortemError
 
 __all__ = ["main", "build_parser"]
@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--redact", action="store_true", default=None,
                         help="replace class names and item ids by neutral labels, for sharing in public")
     output.add_argument("--quiet", action="store_true", default=None, help="no progress bar or summary")
+    output.add_argument("--log-to", choices=TRACKER_CHOICES, help="attach report.html, report.pdf and metrics.json to "
+                        "an MLflow or W&B run and tag it with the verdict (the package must be installed)")
+    output.add_argument("--log-run", metavar="RUN_ID_OR_NAME", help="with --log-to: the run (default: the active "
+                        "run, else a new run named after RUN)")
     return parser
 
 
@@ -86,6 +90,10 @@ def _run_report(args: argparse.Namespace, argv: list[str]) -> int:
                 print(f"  {sentence}", file=sys.stderr)
         for title in result.finding_titles[:3]:
             print(f"  finding: {title}", file=sys.stderr)
+        if result.tracked is not None:
+            tracked = result.tracked
+            print(f"postmortem: logged {', '.join(tracked.artifacts)} to {tracked.tracker} run {tracked.run_id} "
+                  f"({tracked.location}); tags " + ", ".join(f"{k}={v}" for k, v in tracked.tags), file=sys.stderr)
     return EXIT_OK
 
 

@@ -14,7 +14,7 @@ else:  # pragma: no cover - Python 3.10
 
 from .errors import ConfigError
 
-__all__ = ["ReportConfig", "OUTPUT_KINDS", "WEIGHT_CHOICES", "CONFIG_FILE_NAME", "read_config_file", "build_config"]
+__all__ = ["ReportConfig", "OUTPUT_KINDS", "WEIGHT_CHOICES", "TRACKER_CHOICES", "CONFIG_FILE_NAME", "read_config_file", "build_config"]
 
 OUTPUT_KINDS = ("auto", "logits", "log_probs", "probs")
 WEIGHT_CHOICES = ("model", "ema")
@@ -55,6 +55,8 @@ class ReportConfig:
     paper: str = "a4"
     compare: tuple[int, int] | None = None              # the two epochs the verdict compares (default: best, last)
     diagnosis: tuple[tuple[str, float | int], ...] = ()   # DiagnosisConfig thresholds set in [diagnosis]
+    log_to: str | None = None                           # an experiment tracker to attach the report to (tracking.py)
+    log_run: str | None = None                          # its run: an id or name (default: the active run, or a new one)
 
     @property
     def out_dir(self) -> Path:
@@ -152,7 +154,8 @@ def _as_list(name: str, value: Any, convert) -> tuple | None:
 
 BOOLEAN_OPTIONS = ("no_pdf", "quiet", "trust_checkpoints", "redact")
 STRING_OPTIONS = ("model", "data", "forward", "predictions", "title", "train_log", "out", "device", "outputs", "weights",
-                  "train_data", "train_predictions")
+                  "train_data", "train_predictions", "log_to", "log_run")
+TRACKER_CHOICES = ("mlflow", "wandb")   # --log-to (tracking.TRACKERS names the package of each)
 
 
 def _dashed(name: str) -> str:
@@ -221,10 +224,14 @@ def build_config(run: Path, file_options: dict[str, Any], flag_options: dict[str
     if merged.get("train_data") and merged.get("predictions"):
         raise ConfigError("option 'train-data': with --predictions there is no model to evaluate it; give its saved "
                           "outputs as --train-predictions DIR")
+    if merged.get("log_to") not in (None, "", *TRACKER_CHOICES):
+        raise ConfigError(f"option 'log-to': expected one of {', '.join(TRACKER_CHOICES)}, got {merged['log_to']!r}")
+    if merged.get("log_run") and not merged.get("log_to"):
+        raise ConfigError("option 'log-run': names the tracker's run; give the tracker too, --log-to mlflow|wandb")
     out = merged.get("out")
     strings = {k: (str(merged[k]) if merged.get(k) not in (None, "") else None)
                for k in ("model", "data", "forward", "predictions", "title", "train_log", "train_data",
-                         "train_predictions")}
+                         "train_predictions", "log_to", "log_run")}
     return ReportConfig(
         run=run,
         outputs=outputs,

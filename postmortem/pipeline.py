@@ -20,6 +20,7 @@ from .errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from .diagnose import Verdict
+    from .tracking import TrackedRun
 
 __all__ = ["ReportResult", "write_report"]
 
@@ -27,7 +28,7 @@ __all__ = ["ReportResult", "write_report"]
 @dataclass(frozen=True)
 class ReportResult:
     """What was written, how long each stage took, the findings' titles (most important first) and the verdict
-    (None on a torchrun rank that writes no report)."""
+    (None on a torchrun rank that writes no report), and the tracker's run the report was attached to (--log-to)."""
 
     out_dir: Path
     files: tuple[Path, ...]
@@ -37,6 +38,7 @@ class ReportResult:
     stage_seconds: dict[str, float]
     finding_titles: tuple[str, ...] = ()
     verdict: Verdict | None = None
+    tracked: TrackedRun | None = None
 
 
 def _class_names(config: ReportConfig, n_classes: int) -> tuple[str, ...]:
@@ -202,6 +204,8 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
     started = time.perf_counter()
     if not config.run.is_dir():
         raise InputError(f"{config.run}: run directory not found")
+    from .tracking import import_tracker, log_report
+    tracker = None if config.log_to is None else import_tracker(config.log_to)   # missing: said before evaluating
     from .analyze.reconcile import reconcile_logged_loss
     from .analyze.run import analyze_run
     from .diagnose import DiagnosisConfig, diagnose
@@ -258,6 +262,10 @@ def write_report(config: ReportConfig, argv: list[str] | None = None,
         clock.lap("pdf")
     written = _write_atomically(files, config.out_dir)
     clock.lap("write")
+    tracked = None if tracker is None else log_report(config.log_to, tracker, tuple(written), diagnosis.verdict,
+                                                      config.run_name, config.log_run, config.quiet)
+    if tracked is not None:
+        clock.lap("log")
     return ReportResult(config.out_dir, tuple(written), len(evaluation.epochs), len(evaluation.skipped),
                         time.perf_counter() - started, clock.seconds, tuple(f.title for f in diagnosis.findings),
-                        diagnosis.verdict)
+                        diagnosis.verdict, tracked)

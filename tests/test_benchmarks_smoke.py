@@ -25,3 +25,18 @@ def test_the_evaluation_profile_patches_real_functions():
     module = importlib.import_module("bench_eval_overhead")
     with module.profiled() as seconds:
         assert seconds == {}
+
+
+@pytest.mark.parametrize("loop, package", [("lightning", "pytorch_lightning"), ("huggingface", "transformers")])
+def test_the_callback_benchmark_runs_both_sides_of_each_loop(tmp_path, loop, package):
+    import numpy as np
+
+    pytest.importorskip(package)
+    module = importlib.import_module("bench_callbacks")
+    with_writer, without, clock = getattr(module, f"{loop}_sides")(256, tmp_path, float16=True)
+    with_writer()
+    assert clock.seconds > 0                                     # the writer's methods ran, and were clocked
+    without()
+    (written,) = (tmp_path / "predictions").iterdir()          # the side with the writer wrote one validation
+    outputs = np.load(written)["outputs"]
+    assert outputs.shape == (256, module.N_CLASSES) and outputs.dtype == np.float16

@@ -6,7 +6,7 @@ import postmortem.errors
 def test_exported_names():
     assert postmortem.__all__ == [
         "__version__", "ReportConfig", "build_config", "read_config_file", "write_report", "ReportResult",
-        "save_predictions", "PostmortemError", "InputError", "ConfigError", "CheckpointError", "UnsafeCheckpointError", "DataError",
+        "report", "Report", "save_predictions", "PostmortemError", "InputError", "ConfigError", "CheckpointError", "UnsafeCheckpointError", "DataError",
         "NonFiniteOutputsError", "UserCodeError", "CacheError",
     ]
     for name in postmortem.__all__:
