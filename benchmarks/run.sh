@@ -8,3 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python benchmarks/bench_eval_overhead.py "$@"
 .venv/bin/python benchmarks/bench_report.py
+.venv/bin/python benchmarks/bench_classes.py
+.venv/bin/python benchmarks/bench_callbacks.py
+.venv/bin/python benchmarks/bench_scenarios.py --size large
+.venv/bin/python benchmarks/bench_training_scenarios.py --size large

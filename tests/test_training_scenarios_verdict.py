@@ -124,6 +124,8 @@ def test_the_rise_is_tied_to_the_lr_event(training_scenario_suite, reports, name
     assert f"{event.lr_before:.3g} → {event.lr_after:.3g} between epochs {event.from_epoch} and {event.to_epoch}" \
         in sentence
     assert "rise_after_lr_event" in {f["id"] for f in reports[name]["findings"]}
+    fell = reports[name]["bootstrap"]["accuracy_change"]["high"] < 0
+    assert ("here accuracy fell too" in sentence) == (fell and kind == "lr_drop")
 
 
 @pytest.mark.parametrize("name", ["class_undersampled", "training_label_noise_subset", "leaked_set",
@@ -141,6 +143,9 @@ def test_leaked_validation_items_are_listed(training_scenario_suite, reports):
     assert dict(zip(leakage["item_ids"], leakage["matched_training_ids"])) == dict(s.leaked_copies)
     finding = next(f for f in metrics["findings"] if f["id"] == "train_validation_leakage")
     assert set(finding["item_ids"]) == leaked
+    n = len(leaked)       # the verdict tells it too, whatever the cause of the rise
+    assert f"Besides, {n} validation items" in metrics["verdict"]["sentences"]["model_or_else"]
+    assert f"Remove the {n} leaked items from the validation set" in metrics["verdict"]["sentences"]["what_to_try"]
 
 
 def test_a_log_computed_in_train_mode_is_named_so(training_scenario_suite, reports):

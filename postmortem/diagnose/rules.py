@@ -151,8 +151,8 @@ def overconfidence(case: Case) -> Finding | None:
                     f"{last.scaled_loss:.4f} with accuracy unchanged.",
                     f"Or select the checkpoint by the loss after scaling "
                     f"({case.pick('lowest loss after temperature scaling')}).",
-                    f"To train better-calibrated models: label smoothing (e.g. 0.1) or focal loss; weight decay: "
-                    f"{case.weight_decay_advice}."),
+                    "To train better-calibrated models: label smoothing (e.g. 0.1) or focal loss.",
+                    case.weight_decay_advice),
         figure=FigureAnchor.CALIBRATION,
     )
 
@@ -176,8 +176,9 @@ def genuine_degradation(case: Case) -> Finding | None:
         thresholds={"scaled_loss_change_ci_low": 0.0, "macro_f1_change_ci_high": 0.0},
         next_steps=(f"This is real overfitting: stop earlier ({case.pick('lowest loss after temperature scaling')} "
                     f"has the lowest loss after scaling, {case.pick('highest macro F1')} the best macro F1).",
-                    f"Regularise: weight decay ({case.weight_decay_advice}); dropout, data augmentation or more "
-                    "data; lower the learning rate or shorten the schedule."),
+                    "Regularise: weight decay, dropout, data augmentation or more data; lower the learning rate or "
+                    "shorten the schedule.",
+                    case.weight_decay_advice),
         figure=FigureAnchor.CALIBRATION,
     )
 
@@ -615,7 +616,7 @@ def logit_growth(case: Case) -> Finding | None:
                  f"changing the argmax."),
         evidence=evidence,
         thresholds=thresholds,
-        next_steps=(f"Cap logit growth: weight decay ({case.weight_decay_advice}), or LogitNorm or label smoothing.",
+        next_steps=("Cap logit growth: weight decay, LogitNorm or label smoothing.", case.weight_decay_advice,
                     f"Lower the learning rate late in training, or stop near epoch {first.epoch}."),
         figure=FigureAnchor.LOGITS,
     )
@@ -634,7 +635,8 @@ def rise_after_lr_event(case: Case) -> Finding | None:
         severity=Severity.MEDIUM,
         score=abs(e.relative_change),
         title=f"The rise begins right after an LR {e.kind.value} (epoch {e.from_epoch} → {e.to_epoch})",
-        summary=" ".join(training_event_text(t, config.lr_event_window) for t in case.training_events),
+        summary=" ".join(training_event_text(t, config.lr_event_window, case.comparison.ledger.accuracy_change.below_zero)
+                         for t in case.training_events),
         evidence={"relative_lr_change": abs(e.relative_change), "checkpoints_to_rise": tie.checkpoints_to_rise,
                   "lr_before": e.lr_before[0], "lr_after": e.lr_after[0],    # an event has a group with both
                   "rise_onset_epoch": tie.rise_onset_epoch},

@@ -67,8 +67,9 @@ def _checkpoints_text(tie: TrainingEvent) -> str:
     return "at the same checkpoint" if n == 0 else f"{n} checkpoint{'s' if n > 1 else ''} later"
 
 
-def training_event_text(tie: TrainingEvent, window: int) -> str:
-    """One sentence tying the rise to the event, with the numbers and the reading it supports."""
+def training_event_text(tie: TrainingEvent, window: int, accuracy_fell: bool) -> str:
+    """One sentence tying the rise to the event, with the numbers and the reading it supports (`accuracy_fell`:
+    the accuracy change's interval is below 0, so a drop's rise is not only the NLL overfitting)."""
     e = tie.event
     what = {LrEventKind.DROP: "dropped", LrEventKind.RESTART: "was raised again (a warm restart)",
             LrEventKind.WARMUP: "was raised (warm-up)"}[e.kind]
@@ -77,8 +78,9 @@ def training_event_text(tie: TrainingEvent, window: int) -> str:
             f"{e.to_epoch} (change {e.relative_change:+.0%} relative to the larger; an event is |change| ≥ the "
             f"threshold, tied when the rise begins within {window} checkpoints)")
     reading = {
-        LrEventKind.DROP: ("after a drop the model fits the training set more tightly and its NLL often overfits "
-                           "while accuracy still improves (Guo et al. 2017)"),
+        LrEventKind.DROP: ("after a drop the model fits the training set more tightly; its NLL often overfits "
+                           "while accuracy still improves (Guo et al. 2017)"
+                           + ("; here accuracy fell too" if accuracy_fell else "")),
         LrEventKind.RESTART: ("a restart moves the weights out of the minimum they reached; the loss often rises "
                               "and falls again as the cycle anneals"),
         LrEventKind.WARMUP: "a learning rate this high may be too high for this model",
@@ -101,29 +103,30 @@ def training_event_step(tie: TrainingEvent, best_epoch: int) -> str:
 
 
 def weight_decay_advice(setup: TrainingSetup | None) -> str:
-    """How to regularise with the optimizer the checkpoints record: Adam's coupled L2 against AdamW's decoupled
-    decay (Loshchilov & Hutter 2019), or what is missing; never a guess where the state is absent."""
+    """One sentence on regularising with the optimizer the checkpoints record: Adam's coupled L2 against AdamW's
+    decoupled decay (Loshchilov & Hutter 2019), or what is missing; never a guess where the state is absent."""
     optimizer = setup.optimizer if setup is not None else None
     if optimizer is None:
-        return ("the checkpoints record no optimizer state, so its weight decay is unknown: check how the "
-                "training script sets it")
+        return ("Weight decay: the checkpoints record no optimizer state, so what the run used is unknown; check the "
+                "training script.")
     decays = sorted({g.weight_decay for g in optimizer.param_groups if g.weight_decay is not None})
     decay = "/".join(f"{d:g}" for d in decays) or "unknown"
     kind = optimizer.kind or "the optimizer (kind not recorded)"
+    adam = (optimizer.kind or "").lower().startswith("adam")
     if optimizer.weight_decay_mode is WeightDecayMode.NONE:
-        return (f"{kind} runs with no weight decay (weight_decay {decay}): add some, decoupled (torch.optim.AdamW, "
-                "or SGD's weight_decay)")
-    if optimizer.weight_decay_mode is WeightDecayMode.COUPLED and (optimizer.kind or "").lower().startswith("adam"):
-        return (f"{kind} applies weight_decay={decay} as L2 added to the gradient (coupled), which Adam's "
-                "per-parameter scaling weakens most on the weights with large gradients: switch to "
-                "torch.optim.AdamW (decoupled decay; its useful values are far larger, e.g. 1e-2) rather than "
-                "raising the L2 term")
+        return (f"Weight decay: {kind} ran with none (weight_decay 0 in every param group); add some"
+                + (", decoupled: torch.optim.AdamW." if adam else "."))
+    if optimizer.weight_decay_mode is WeightDecayMode.COUPLED and adam:
+        return (f"Weight decay: {kind} applies weight_decay={decay} as L2 added to the gradient (coupled), which "
+                "Adam's per-parameter scaling weakens most where gradients are large; switch to torch.optim.AdamW, "
+                "whose decoupled decay acts as intended (its useful values are far larger, e.g. 1e-2), rather than "
+                "raising the L2 term.")
     if optimizer.weight_decay_mode is WeightDecayMode.DECOUPLED:
-        return f"{kind} decays the weights directly (decoupled) with weight_decay={decay}: raise it"
+        return f"Weight decay: {kind} decays the weights directly (decoupled) with weight_decay={decay}; raise it."
     if optimizer.weight_decay_mode is WeightDecayMode.COUPLED:
-        return f"{kind} applies weight_decay={decay} as L2 added to the gradient: raise it"
-    return (f"{kind} runs with weight_decay={decay}, but {optimizer.weight_decay_detail}: if it is Adam's (coupled "
-            "L2, weakened by Adam's scaling), switch to torch.optim.AdamW (decoupled); otherwise raise it")
+        return f"Weight decay: {kind} applies weight_decay={decay} as L2 added to the gradient; raise it."
+    return (f"Weight decay: {kind} runs with weight_decay={decay}, but {optimizer.weight_decay_detail}; if it is "
+            "Adam's coupled L2, switch to torch.optim.AdamW, otherwise raise it.")
 
 
 def training_event_to_json(tie: TrainingEvent) -> dict[str, Any]:

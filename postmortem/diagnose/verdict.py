@@ -22,6 +22,7 @@ from .wording import IDS_IN_TEXT, ci_text, epoch_picked_by, gap_text, ids_text, 
 __all__ = ["Verdict", "VerdictSentences", "decide", "verdict_to_json"]
 
 MAX_STEPS = 3
+REGULARISED = (Cause.CALIBRATION, Cause.GENUINE_DEGRADATION)   # causes whose steps include weight decay
 
 
 @dataclass(frozen=True)
@@ -184,17 +185,16 @@ def _model_or_else(ranked: list[CauseAssessment], assessments, analysis: RunAnal
 
 def _step(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, ids: tuple[str, ...]) -> str:
     names, last = analysis.classes, analysis.epochs[c.to_index]
-    setup = analysis.training_setups[c.to_index]
     if a.cause is Cause.CALIBRATION:
         return (f"Temperature-scale the checkpoint you deploy (T ≈ {last.temperature:.2f} at epoch {last.epoch}, "
                 f"fitted on held-out data: its loss goes {last.metrics.loss:.4f} → about {last.scaled_loss:.4f}, "
                 f"decisions unchanged), or pick the checkpoint by the loss after scaling "
                 f"({epoch_picked_by(analysis, 'lowest loss after temperature scaling')}); to train it better "
-                f"calibrated, label smoothing, or weight decay: {weight_decay_advice(setup)}.")
+                "calibrated, label smoothing or weight decay.")
     if a.cause is Cause.GENUINE_DEGRADATION:
         return (f"Stop earlier ({epoch_picked_by(analysis, 'lowest loss after temperature scaling')} has the lowest loss after "
-                f"scaling, {epoch_picked_by(analysis, 'highest macro F1')} the best macro F1) and regularise: weight decay "
-                f"({weight_decay_advice(setup)}), dropout, augmentation or more data; lower the learning rate late.")
+                f"scaling, {epoch_picked_by(analysis, 'highest macro F1')} the best macro F1) and regularise: weight decay, "
+                "dropout, augmentation or more data; lower the learning rate late.")
     if a.cause is Cause.CLASS_COLLAPSE:
         k = a.classes[0]
         return (f"Pick the checkpoint by macro F1 ({epoch_picked_by(analysis, 'highest macro F1')}) or by {names[k]}'s recall "
@@ -245,9 +245,28 @@ def _what_to_try(ranked: list[CauseAssessment], analysis: RunAnalysis, c: Compar
                 f"({epoch_picked_by(analysis, 'lowest loss')}).")
     if c.status is Status.NO_RISE and not ranked:
         return f"Nothing to fix here: keep the checkpoint with the lowest validation loss ({epoch_picked_by(analysis, 'lowest loss')})."
-    steps = [_step(a, analysis, c, ids) for a in ranked[:MAX_STEPS]]
+    shown = ranked[:MAX_STEPS]
+    steps = [_step(a, analysis, c, ids) for a in shown]
+    if any(a.cause in REGULARISED for a in shown):      # the optimizer's weight decay, as recorded, said once
+        steps.append(weight_decay_advice(analysis.training_setups[c.to_index]))
     steps += dict.fromkeys(training_event_step(t, c.from_epoch) for t in training_events)
     return " ".join(steps)
+
+
+def _leaked(analysis: RunAnalysis) -> int:
+    """How many validation items copy a training-subset item (0 without a subset)."""
+    return 0 if analysis.training is None else len(analysis.training.leakage.indices)
+
+
+def _leakage_sentence(n_leaked: int, n_items: int) -> str:
+    return (f" Besides, {n_leaked} validation items ({n_leaked / n_items:.1%}) are copies of training-subset items "
+            "(the finding train_validation_leakage lists them): on them the validation loss measures memory, not "
+            "generalisation.")
+
+
+def _leakage_step(n_leaked: int) -> str:
+    return (f" Remove the {n_leaked} leaked items from the validation set (or their copies from training) and judge "
+            "the run by the rest; deduplicate by content before splitting.")
 
 
 def decide(analysis: RunAnalysis, comparison: Comparison, assessments: tuple[CauseAssessment, ...],
@@ -259,10 +278,15 @@ def decide(analysis: RunAnalysis, comparison: Comparison, assessments: tuple[Cau
     primary = ranked[0] if rise and ranked and ranked[0].share is not None else None
     contributing = [a for a in ranked if a is not primary]
     ids = tuple(str(analysis.ids[i]) for i in primary.item_indices[:config.max_listed_items]) if primary else ()
+    accuracy_fell = comparison.ledger.accuracy_change.below_zero
     happened = " ".join([_what_happened(analysis, comparison)]
-                        + [training_event_text(t, config.lr_event_window) for t in training_events])
-    sentences = VerdictSentences(happened, _model_or_else(ranked, assessments, analysis, comparison),
-                                 _what_to_try(ranked, analysis, comparison, ids, training_events))
+                        + [training_event_text(t, config.lr_event_window, accuracy_fell) for t in training_events])
+    model_or_else = _model_or_else(ranked, assessments, analysis, comparison)
+    what_to_try = _what_to_try(ranked, analysis, comparison, ids, training_events)
+    if n_leaked := _leaked(analysis):          # a data problem, told rise or not
+        model_or_else += _leakage_sentence(n_leaked, len(analysis.labels))
+        what_to_try += _leakage_step(n_leaked)
+    sentences = VerdictSentences(happened, model_or_else, what_to_try)
     return Verdict(
         status=comparison.status,
         primary_cause=primary.cause if primary else None,
