@@ -38,7 +38,7 @@ from _common import Paired, paired_ratio, record  # noqa: E402
 # The writers' methods that run during a validation (hooks, per-batch and end-of-validation work), timed from inside.
 WRITER_METHODS = {"lightning": ("on_validation_epoch_start", "_keep_output", "on_validation_batch_end",
                                 "on_validation_epoch_end"),
-                  "huggingface": ("_keep", "on_evaluate")}
+                  "huggingface": ("_keep", "on_prediction_step", "on_evaluate")}
 
 
 class _InsideClock:
@@ -142,12 +142,11 @@ def huggingface_sides(n_items: int, folder: Path, float16: bool) -> tuple[Callab
 
     x, y = _validation_set(n_items)
     items = [{"features": x[i], "labels": y[i]} for i in range(n_items)]
-    model = _Classifier()
 
-    def trainer(callbacks):
+    def trainer(callbacks):     # a model each (the same weights): the writer's hook stays on its own
         args = TrainingArguments(output_dir=str(folder / "trainer"), per_device_eval_batch_size=BATCH_SIZE,
                                  report_to=[], use_cpu=True, disable_tqdm=True, logging_strategy="no")
-        return Trainer(model=model, args=args, eval_dataset=items, callbacks=callbacks)
+        return Trainer(model=_Classifier(), args=args, eval_dataset=items, callbacks=callbacks)
 
     def run(t):
         def evaluate():

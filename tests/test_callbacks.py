@@ -327,6 +327,33 @@ def test_hugging_face_writer_added_too_late_says_so(tmp_path, offline_hub):
         trainer.evaluate()
 
 
+@pytest.mark.skipif(not HAS_TRAINER, reason="transformers and accelerate are in the test extra; not installed here")
+def test_hugging_face_writer_keeps_only_its_evaluation_loops_forward_passes(tmp_path, offline_hub):
+    """The hook stays on the model between evaluations: another Trainer's evaluation of the same model and the
+    user's own eval-mode calls (without labels) are neither written nor failed on."""
+    from transformers import BertConfig, BertForSequenceClassification, Trainer
+
+    from postmortem.callbacks import HFPredictionsWriter
+
+    generator = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, 30, (12, 6), generator=generator)
+    val = [{"input_ids": t, "labels": int(t[0] % 3)} for t in tokens]
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(**TINY_BERT, num_labels=3))
+    writer = HFPredictionsWriter(tmp_path / "p")
+    with_writer = Trainer(model=model, args=_trainer_arguments(tmp_path / "a"), eval_dataset=val, callbacks=[writer])
+    other = Trainer(model=model, args=_trainer_arguments(tmp_path / "b"), eval_dataset=val[:5])
+    other.evaluate()                                        # another loop over the same model
+    model.eval()
+    with torch.no_grad():
+        expected = model(input_ids=tokens).logits           # the user's own call, no labels
+    with_writer.evaluate()
+    [path] = writer.written
+    content = np.load(path, allow_pickle=False)
+    assert content["labels"].tolist() == [v["labels"] for v in val]                   # 12 items, not 12 + 5
+    np.testing.assert_allclose(content["outputs"], expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- save_predictions
 def test_save_predictions_from_a_loop_of_ones_own(tmp_path, capsys):
     """A hand-written loop saving per-batch tensors each epoch: the report equals that of its checkpoints."""

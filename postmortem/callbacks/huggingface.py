@@ -3,7 +3,9 @@
 Imported only when asked for (`from postmortem.callbacks import HFPredictionsWriter`): postmortem does not
 require transformers. A TrainerCallback is told when an evaluation ends, not what it computed, so this one
 watches the model: a forward hook keeps the logits (and the `labels` argument) of every forward pass made in eval
-mode, and `on_evaluate` writes them. Forward passes of `Trainer.predict` are dropped.
+mode, and each evaluation step (`on_prediction_step`) takes the step's forward pass into the epoch's batches;
+`on_evaluate` writes them. A forward pass no evaluation step claims (the model called by other code, another
+Trainer's loop) is overwritten by the next one, never written; those of `Trainer.predict` are dropped.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class HFPredictionsWriter(TrainerCallback):
         self.ids = None if ids is None else list(ids)
         self.written: list[Path] = []
         self._batches = OutputBatches(float16, NAME)
+        self._last_forward: tuple[Any, Any] | None = None    # (output, labels) of the latest eval-mode forward
         self._hooked: Any = None
         self._hook = None
 
@@ -55,10 +58,17 @@ class HFPredictionsWriter(TrainerCallback):
         self._hooked = model
 
     def _keep(self, module, args, kwargs, output) -> None:
-        if module.training:
+        if not module.training:      # checked when a step claims it: other code's eval-mode calls must not fail here
+            self._last_forward = (output, kwargs.get("labels"))
+
+    def on_prediction_step(self, args, state, control, **kwargs) -> None:
+        """The step's forward pass belongs to this evaluation (or prediction) loop: its logits and labels join the
+        epoch's batches."""
+        if self._last_forward is None:
             return
+        output, labels = self._last_forward
+        self._last_forward = None
         logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", output)
-        labels = kwargs.get("labels")
         if labels is None:
             raise DataError(f"{NAME}: the model was called in eval mode without 'labels' (label smoothing or a "
                             "custom compute_loss takes them out of the inputs); give the evaluation set labels")
