@@ -20,6 +20,7 @@ from typing import Any
 from ..analyze.schedule import LrEvent, LrEventKind
 from ..load.training_setup import TrainingSetup, WeightDecayMode
 from .comparison import Comparison, Status
+from .config import DiagnosisConfig
 
 __all__ = ["TrainingEvent", "tie_to_lr_events", "training_event_text", "training_event_step", "weight_decay_advice",
            "training_event_to_json"]
@@ -67,7 +68,7 @@ def _checkpoints_text(tie: TrainingEvent) -> str:
     return "at the same checkpoint" if n == 0 else f"{n} checkpoint{'s' if n > 1 else ''} later"
 
 
-def training_event_text(tie: TrainingEvent, window: int, accuracy_fell: bool) -> str:
+def training_event_text(tie: TrainingEvent, config: DiagnosisConfig, accuracy_fell: bool) -> str:
     """One sentence tying the rise to the event, with the numbers and the reading it supports (`accuracy_fell`:
     the accuracy change's interval is below 0, so a drop's rise is not only the NLL overfitting)."""
     e = tie.event
@@ -75,8 +76,8 @@ def training_event_text(tie: TrainingEvent, window: int, accuracy_fell: bool) ->
             LrEventKind.WARMUP: "was raised (warm-up)"}[e.kind]
     head = (f"The rise begins at epoch {tie.rise_onset_epoch}, {_checkpoints_text(tie)} than the learning rate "
             f"{what}: {_lr_text(e.lr_before)} → {_lr_text(e.lr_after)} between epochs {e.from_epoch} and "
-            f"{e.to_epoch} (change {e.relative_change:+.0%} relative to the larger; an event is |change| ≥ the "
-            f"threshold, tied when the rise begins within {window} checkpoints)")
+            f"{e.to_epoch} (change {e.relative_change:+.0%} relative to the larger; an event is a change of at least "
+            f"{config.min_lr_change:.0%}, tied when the rise begins within {config.lr_event_window} checkpoints)")
     reading = {
         LrEventKind.DROP: ("after a drop the model fits the training set more tightly; its NLL often overfits "
                            "while accuracy still improves (Guo et al. 2017)"

@@ -280,7 +280,7 @@ def decide(analysis: RunAnalysis, comparison: Comparison, assessments: tuple[Cau
     ids = tuple(str(analysis.ids[i]) for i in primary.item_indices[:config.max_listed_items]) if primary else ()
     accuracy_fell = comparison.ledger.accuracy_change.below_zero
     happened = " ".join([_what_happened(analysis, comparison)]
-                        + [training_event_text(t, config.lr_event_window, accuracy_fell) for t in training_events])
+                        + [training_event_text(t, config, accuracy_fell) for t in training_events])
     model_or_else = _model_or_else(ranked, assessments, analysis, comparison)
     what_to_try = _what_to_try(ranked, analysis, comparison, ids, training_events)
     if n_leaked := _leaked(analysis):          # a data problem, told rise or not
