@@ -120,16 +120,38 @@ def test_without_a_training_subset_the_verdict_names_both_explanations():
     assert "--train-data" in v.sentences.what_to_try
 
 
+def _clean_subset_with_errors(wrong_share: float) -> TrainingSubset:
+    """Clean labels; the same `wrong_share` of every class predicted as the next class (margin -1) at both epochs,
+    every other item right with margin 3: no drift, no noisy labels."""
+    clean = np.arange(N_TRAIN) % 3
+    wrong = np.random.default_rng(3).random(N_TRAIN) < wrong_share
+    pred = np.where(wrong, (clean + 1) % 3, clean)
+    margin = np.where(wrong, -1.0, 3.0)
+    return _subset(clean, (pred, pred), (margin, margin))
+
+
 def test_a_subset_that_shows_neither_keeps_a_learned_confusion_of_the_features():
     labels, records = _validation_pair()
-    clean = np.arange(N_TRAIN) % 3
-    subset = _subset(clean, (clean, clean), (np.full(N_TRAIN, 3.0), np.full(N_TRAIN, 3.0)))
-    v = diagnose(_with_training(labels, records, subset)).verdict
+    v = diagnose(_with_training(labels, records, _clean_subset_with_errors(0.1))).verdict
     confusion = next(a for a in v.assessments if a.cause is Cause.LEARNED_CONFUSION)
     assert v.primary_cause is Cause.LEARNED_CONFUSION and confusion.reading is PairReading.NEITHER
     assert "neither" in v.sentences.model_or_else
     assert v.sentences.what_to_try.startswith("Look at the features that separate c0 from c1")
     assert "TRAINING labels" not in v.sentences.what_to_try           # the subset showed them clean
+
+
+def test_a_subset_the_model_fits_entirely_cannot_show_a_lost_signal_and_says_so():
+    """Every subset item right at both epochs (recall 100%): no noisy labels, but a class under-sampled in training
+    would look the same on these fitted items, so both readings are named, not the features alone."""
+    labels, records = _validation_pair()
+    v = diagnose(_with_training(labels, records, _clean_subset_with_errors(0.0))).verdict
+    confusion = next(a for a in v.assessments if a.cause is Cause.LEARNED_CONFUSION)
+    assert v.primary_cause is Cause.LEARNED_CONFUSION and confusion.reading is PairReading.UNSEEN_SIGNAL
+    assert ("it cannot show whether c0 lost training signal, since the model fits all of c0's training-subset items "
+            "(recall 100% → 100%): either the features that separate these classes, or fewer c0 items") in \
+        v.sentences.model_or_else
+    assert v.sentences.what_to_try.startswith("Check c0's share of what the training loop drew")
+    assert "(recall at least 99% at both epochs)" in confusion.facts
 
 
 def test_the_gap_interval_is_the_difference_of_independent_resamples():

@@ -78,6 +78,8 @@ class PairReading(str, enum.Enum):
     LABEL_NOISE = "label_noise"      # more c'-labelled training items placed in c than validation shows: noisy labels
     SIGNAL_LOSS = "signal_loss"      # no such labels; c's own training items drift to c' (or c is rare in training)
     NEITHER = "neither"              # neither shows beyond noise
+    UNSEEN_SIGNAL = "unseen_signal"  # no such labels, and the model fits all of c's training-subset items at both
+                                     # epochs (recall >= fitted_training_recall): a weakened signal could not show there
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,9 @@ def _pair_reading(c: Comparison, config: DiagnosisConfig, pair: tuple[int, int],
         return PairReading.LABEL_NOISE, facts
     if drifted or recall_fell or rare:
         return PairReading.SIGNAL_LOSS, facts
+    if min(signal.recall_before, signal.recall_after) >= config.fitted_training_recall:
+        return PairReading.UNSEEN_SIGNAL, facts + (f"; the model fits {names[x]}'s training items (recall at least "
+                                                   f"{config.fitted_training_recall:.0%} at both epochs)")
     return PairReading.NEITHER, facts
 
 

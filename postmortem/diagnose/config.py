@@ -35,6 +35,8 @@ class DiagnosisConfig:
                                              # validation share (beyond its CI): noisy training labels behind c -> c'
     max_training_share_ratio: float = 0.5    # a class's share of the training subset / its validation share, at or
                                              # below which it is underrepresented in training
+    fitted_training_recall: float = 0.99     # a class's training-subset recall at both epochs from which the subset
+                                             # cannot show it losing its training signal (the model fits them all)
     train_mode_tolerance: float = 3.0        # a logged loss matches train mode within this many times the spread of
                                              # the seeded train-mode passes (or logged_loss_tolerance, if larger)
     min_recalibration_share: float = 0.2     # share of the rise that recomputing BatchNorm statistics removes

@@ -144,6 +144,13 @@ def _phrase(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, degraded: 
             return (f"a learned confusion ({moves}), whose items carry {share}: the training subset shows neither "
                     f"noisy labels nor {x} losing its training signal, so suspect the features that separate these "
                     "classes; not these validation items")
+        if a.reading is PairReading.UNSEEN_SIGNAL:
+            recall = c.training.signal_for(*a.pairs[0])
+            return (f"a learned confusion ({moves}), whose items carry {share}: the training subset shows no noisy "
+                    f"labels between them, but it cannot show whether {x} lost training signal, since the model fits "
+                    f"all of {x}'s training-subset items (recall {recall.recall_before:.0%} → "
+                    f"{recall.recall_after:.0%}): either the features that separate these classes, or fewer {x} "
+                    "items in what training drew than in the subset; not these validation items")
         return (f"a learned confusion ({moves}), whose items carry {share}: suspect the training labels or the "
                 "features that separate these classes, not these validation items")
     if a.cause is Cause.VALIDATION_LABELS:
@@ -216,6 +223,12 @@ def _step(a: CauseAssessment, analysis: RunAnalysis, c: Comparison, ids: tuple[s
         if a.reading is PairReading.NEITHER:
             return (f"Look at the features that separate {names[x]} from {names[y]} (the training subset shows "
                     f"neither noisy labels nor {names[x]}'s training signal weakening); until then pick by macro F1 "
+                    f"({epoch_picked_by(analysis, 'highest macro F1')}).")
+        if a.reading is PairReading.UNSEEN_SIGNAL:
+            return (f"Check {names[x]}'s share of what the training loop drew, epoch by epoch (sampler weights, "
+                    f"filtering, augmentation), and the features that separate {names[x]} from {names[y]}; a "
+                    "training subset the model has not fit (held-out training items, or items from before the "
+                    f"suspected change) would tell the two apart; until then pick by macro F1 "
                     f"({epoch_picked_by(analysis, 'highest macro F1')}).")
         return (f"Check the TRAINING labels of {names[x]} and {names[y]} (items of {names[x]} labelled {names[y]}) "
                 f"and the features that separate the two; until then pick by macro F1 "
