@@ -1,6 +1,7 @@
 """Shared helpers for the benchmarks: timing, peak memory, and the results file."""
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import resource
@@ -70,3 +71,31 @@ def record(name: str, entry: dict) -> None:
     results[name] = {**entry, "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
                      "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
     RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+
+
+# ----------------------------------------------------------------------------- the scenario benchmarks' shared parts
+def scenario_arguments(description: str, kinds) -> argparse.Namespace:
+    """--size, --seeds and --only, as both scenario benchmarks take them."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--size", choices=("small", "large"), default="large")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds built for every scenario")
+    parser.add_argument("--only", default=",".join(kinds), help="comma-separated scenario kinds")
+    return parser.parse_args()
+
+
+def print_table(columns: tuple[str, ...], lines: list[tuple[str, ...]]) -> None:
+    """A plain-text table, each column as wide as its widest cell."""
+    table = [columns, *lines]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for i, line in enumerate(table):
+        print(" | ".join(cell.ljust(width) for cell, width in zip(line, widths)))
+        if i == 0:
+            print("-+-".join("-" * width for width in widths))
+
+
+def print_verdict_summary(rows: list[dict], started: float) -> None:
+    """How many scored verdicts were right, how many rows had none, and the wall time since `started`."""
+    scored = [row for row in rows if row["right"] is not None]
+    print(f"\n{sum(row['right'] for row in scored)} of {len(scored)} verdicts right "
+          f"({len(rows) - len(scored)} rows without a verdict or a confirmed construction)")
+    print(f"total wall time {time.perf_counter() - started:.1f} s")

@@ -13,7 +13,6 @@ benchmarks/scenarios.json.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -26,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from _scenarios import BUILDERS, Scenario, build, defining_facts  # noqa: E402
+from _common import print_table, print_verdict_summary, scenario_arguments  # noqa: E402
 
 RESULTS = HERE / "scenarios.json"
 COLUMNS = ("scenario", "expected", "found", "classes named", "ids P / R", "false label claim", "result")
@@ -98,21 +98,9 @@ def cells(row: dict) -> tuple[str, ...]:
             ", ".join(row["classes_named"]) or "-", ids, "yes" if row["false_label_claim"] else "no", result)
 
 
-def print_table(rows: list[dict]) -> None:
-    table = [COLUMNS, *(cells(row) for row in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    for i, line in enumerate(table):
-        print(" | ".join(cell.ljust(width) for cell, width in zip(line, widths)))
-        if i == 0:
-            print("-+-".join("-" * width for width in widths))
-
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=("small", "large"), default="large")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds built for every scenario")
-    parser.add_argument("--only", default=",".join(BUILDERS), help="comma-separated scenario kinds")
-    args = parser.parse_args()
+    args = scenario_arguments(__doc__.split("\n\n")[0], BUILDERS)
     started = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix="postmortem-scenarios-") as tmp:
@@ -123,11 +111,8 @@ def main() -> int:
                 verdict, error, seconds = run_report(s, work)
                 rows.append({**score(s, verdict, error), "report_seconds": round(seconds, 2)})
                 print(f"{s.name}: built in {s.build_seconds:.1f} s, reported in {seconds:.1f} s", file=sys.stderr)
-    print_table(rows)
-    scored = [row for row in rows if row["right"] is not None]
-    print(f"\n{sum(row['right'] for row in scored)} of {len(scored)} verdicts right "
-          f"({len(rows) - len(scored)} rows without a verdict or a confirmed construction)")
-    print(f"total wall time {time.perf_counter() - started:.1f} s")
+    print_table(COLUMNS, [cells(row) for row in rows])
+    print_verdict_summary(rows, started)
     RESULTS.write_text(json.dumps({"size": args.size, "seeds": args.seeds, "rows": rows}, indent=1) + "\n")
     return 0
 
