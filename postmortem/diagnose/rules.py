@@ -526,7 +526,7 @@ def confident_errors_dominate(case: Case) -> Finding | None:
                   "wrong_share": wrong_share, "top_1_percent_share": d.top_1_percent_share,
                   "top_5_percent_share": d.top_5_percent_share},
         thresholds={"wrong_share": config.min_wrong_share},
-        next_steps=("Penalise confident mistakes: label smoothing or focal loss; raise weight decay.",
+        next_steps=("Penalise confident mistakes: label smoothing or focal loss.", case.weight_decay_advice,
                     f"If decisions are what you deploy, select by accuracy or macro F1 "
                     f"({case.pick('highest macro F1')})."),
         figure=FigureAnchor.DECOMPOSITION,
