@@ -635,8 +635,7 @@ def rise_after_lr_event(case: Case) -> Finding | None:
         severity=Severity.MEDIUM,
         score=abs(e.relative_change),
         title=f"The rise begins right after an LR {e.kind.value} (epoch {e.from_epoch} → {e.to_epoch})",
-        summary=" ".join(training_event_text(t, config, case.comparison.ledger.accuracy_change.below_zero)
-                         for t in case.training_events),
+        summary=" ".join(training_event_text(t, config, case.comparison) for t in case.training_events),
         evidence={"relative_lr_change": abs(e.relative_change), "checkpoints_to_rise": tie.checkpoints_to_rise,
                   "lr_before": e.lr_before[0], "lr_after": e.lr_after[0],    # an event has a group with both
                   "rise_onset_epoch": tie.rise_onset_epoch},

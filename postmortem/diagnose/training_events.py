@@ -9,8 +9,8 @@ with, so the same schedule shows one checkpoint apart depending on the loop. The
     0 <= onset_index - event.to_index <= DiagnosisConfig.lr_event_window
 
 which covers both orders. Where several events fall in the window, the one nearest the onset is kept (an annealing
-that ends one checkpoint before a warm restart is not what the restart's rise follows). A tie is a coincidence in time measured to the checkpoint, not a proof: the sentence says
-so and names what would test it.
+that ends one checkpoint before a warm restart is not what the restart's rise follows). A tie is a coincidence in
+time, measured to the checkpoint, not a proof: the sentence says so and names what would test it.
 """
 from __future__ import annotations
 
@@ -25,9 +25,6 @@ from .config import DiagnosisConfig
 __all__ = ["TrainingEvent", "tie_to_lr_events", "training_event_text", "training_event_step", "weight_decay_advice",
            "training_event_to_json"]
 
-EVENT_NAMES = {LrEventKind.DROP: "lr_drop", LrEventKind.RESTART: "lr_restart", LrEventKind.WARMUP: "lr_warmup"}
-
-
 @dataclass(frozen=True)
 class TrainingEvent:
     """An LR event the rise begins right after: the event, the checkpoint the rise begins at (index, epoch), and how
@@ -41,7 +38,7 @@ class TrainingEvent:
     @property
     def name(self) -> str:
         """'lr_drop', 'lr_restart' or 'lr_warmup' (metrics.json's kind)."""
-        return EVENT_NAMES[self.event.kind]
+        return f"lr_{self.event.kind.value}"
 
 
 def tie_to_lr_events(comparison: Comparison, events: tuple[LrEvent, ...], epochs: list[int],
@@ -60,7 +57,8 @@ def tie_to_lr_events(comparison: Comparison, events: tuple[LrEvent, ...], epochs
 
 
 def _lr_text(rates: tuple[float, ...]) -> str:
-    return "/".join(f"{r:.3g}" for r in rates) if rates else "unknown"
+    """Each param group's lr ('0.1' or '0.1/0.01'); an event has at least one group with both values."""
+    return "/".join(f"{r:.3g}" for r in rates)
 
 
 def _checkpoints_text(tie: TrainingEvent) -> str:
@@ -68,10 +66,11 @@ def _checkpoints_text(tie: TrainingEvent) -> str:
     return "at the same checkpoint" if n == 0 else f"{n} checkpoint{'s' if n > 1 else ''} later"
 
 
-def training_event_text(tie: TrainingEvent, config: DiagnosisConfig, accuracy_fell: bool) -> str:
-    """One sentence tying the rise to the event, with the numbers and the reading it supports (`accuracy_fell`:
-    the accuracy change's interval is below 0, so a drop's rise is not only the NLL overfitting)."""
+def training_event_text(tie: TrainingEvent, config: DiagnosisConfig, comparison: Comparison) -> str:
+    """One sentence tying the rise to the event, with the numbers and the reading it supports (where the accuracy
+    change's interval is below 0, a drop's rise is not only the NLL overfitting, and the sentence says so)."""
     e = tie.event
+    accuracy_fell = comparison.ledger.accuracy_change.below_zero
     what = {LrEventKind.DROP: "dropped", LrEventKind.RESTART: "was raised again (a warm restart)",
             LrEventKind.WARMUP: "was raised (warm-up)"}[e.kind]
     head = (f"The rise begins at epoch {tie.rise_onset_epoch}, {_checkpoints_text(tie)} than the learning rate "

@@ -291,9 +291,8 @@ def decide(analysis: RunAnalysis, comparison: Comparison, assessments: tuple[Cau
     primary = ranked[0] if rise and ranked and ranked[0].share is not None else None
     contributing = [a for a in ranked if a is not primary]
     ids = tuple(str(analysis.ids[i]) for i in primary.item_indices[:config.max_listed_items]) if primary else ()
-    accuracy_fell = comparison.ledger.accuracy_change.below_zero
     happened = " ".join([_what_happened(analysis, comparison)]
-                        + [training_event_text(t, config, accuracy_fell) for t in training_events])
+                        + [training_event_text(t, config, comparison) for t in training_events])
     model_or_else = _model_or_else(ranked, assessments, analysis, comparison)
     what_to_try = _what_to_try(ranked, analysis, comparison, ids, training_events)
     if n_leaked := _leaked(analysis):          # a data problem, told rise or not
