@@ -262,3 +262,18 @@ def test_a_logged_loss_is_matched_to_train_mode_within_the_passes_spread():
     assert [m.matches for m in matched] == [True, True]              # within 3 x 0.01
     off = match_train_mode({1: train_mode[0] + 0.05, 2: records[1].nll.mean()}, (1, 2), modes, 3.0, 1e-3)
     assert [m.matches for m in off] == [False, False]                # too far; and the eval-mode loss itself
+
+
+def test_the_gap_sentence_says_when_its_change_is_within_noise():
+    from postmortem.analyze.bootstrap import Interval
+    from postmortem.analyze.training import TrainingComparison
+    from postmortem.diagnose.wording import gap_text
+
+    def comparison(change: Interval) -> TrainingComparison:
+        return TrainingComparison(0, 1, Interval(0.03, 0.0, 0.06), Interval(0.04, 0.0, 0.08), change,
+                                  Interval(0.1, 0.07, 0.14), (), ())
+
+    noisy = gap_text(comparison(Interval(0.0084, -0.0355, 0.0524)))
+    assert "(change +0.0084, CI [-0.0355, +0.0524], within noise)" in noisy
+    grown = gap_text(comparison(Interval(0.2272, 0.1970, 0.2537)))
+    assert "(change +0.2272, CI [+0.1970, +0.2537])" in grown and "within noise" not in grown

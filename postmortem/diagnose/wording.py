@@ -47,8 +47,10 @@ def epoch_picked_by(analysis: RunAnalysis, criterion: str) -> str:
 
 
 def gap_text(training: TrainingComparison) -> str:
-    """'the generalisation gap (validation minus training-subset loss) went +0.0500 → +0.3100 (change ...)'."""
+    """'the generalisation gap (validation minus training-subset loss) went +0.0500 → +0.3100 (change ...)', saying
+    when the change's interval includes 0."""
     return (f"the generalisation gap (validation minus training-subset loss) went {training.gap_before.estimate:+.4f} → "
             f"{training.gap_after.estimate:+.4f} (change {training.gap_change.estimate:+.4f}, "
-            f"{ci_text(training.gap_change)}), the training-subset loss changed "
+            f"{ci_text(training.gap_change)}{'' if training.gap_change.excludes_zero else ', within noise'}), "
+            "the training-subset loss changed "
             f"{training.train_loss_change.estimate:+.4f} ({ci_text(training.train_loss_change)})")
